@@ -1,0 +1,411 @@
+//! [`WebSocket`]: one endpoint of an open WebSocket connection, after the opening handshake.
+//!
+//! # Contract
+//! The driver owns the socket and calls, in any order as things happen:
+//! - [`WebSocket::handle_input`] with bytes it read, only while [`WebSocket::wants_read`];
+//! - [`WebSocket::handle_eof`] when the peer closed its side of the transport;
+//! - [`WebSocket::handle_timeout`] when the instant from [`WebSocket::poll_timeout`] has passed.
+//!
+//! After every input the owner drains [`WebSocket::poll_event`] until `None` (stopping early is how it
+//! applies backpressure: undecoded input stays buffered and `wants_read` turns false), then writes what
+//! [`WebSocket::slices`] offers and reports it with [`WebSocket::advance`]. When [`WebSocket::is_closed`]
+//! and nothing is left to write, the driver shuts the transport down.
+//!
+//! Pings are answered automatically, the close handshake is run to completion, and a peer that breaks the
+//! protocol gets a Close with the matching code (1002, 1007, 1009) before the connection counts as closed.
+
+use std::fmt;
+use std::io::IoSlice;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::close::CloseFrame;
+use super::decoder::{Decoded, Decoder, ProtocolError};
+use super::frame::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN};
+use super::mask::apply_mask;
+use super::outq::OutQueue;
+use super::text::Utf8Bytes;
+use crate::config::WsConfig;
+use crate::entropy::Entropy;
+
+/// Payloads up to this size are copied next to their header so the frame goes out as one slice.
+const INLINE_PAYLOAD: usize = 256;
+/// Size of the blocks frame headers are carved from.
+const ARENA_BLOCK: usize = 1024;
+/// Most control frames queued at once. Past it, pings are left unanswered (RFC 6455 §5.5.3 lets an
+/// endpoint answer only the most recent ping) so a ping flood cannot grow the queue.
+const MAX_QUEUED_CONTROL: usize = 32;
+
+/// Which end of the connection we are. A client masks every frame it sends with keys from its entropy.
+pub enum Role {
+    /// We accepted the connection: we expect masked frames and send unmasked ones.
+    Server,
+    /// We opened the connection: we send masked frames and expect unmasked ones.
+    Client(Box<dyn Entropy + Send>),
+}
+
+impl fmt::Debug for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Role::Server => "Server",
+            Role::Client(_) => "Client",
+        })
+    }
+}
+
+/// What happened on the connection, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A piece of a binary message; `fin` ends the message.
+    Binary {
+        /// The bytes.
+        data: Bytes,
+        /// Last piece of the message.
+        fin: bool,
+    },
+    /// A whole text message.
+    Text(Utf8Bytes),
+    /// A ping arrived; the pong is already queued.
+    Ping(Bytes),
+    /// A pong arrived.
+    Pong(Bytes),
+    /// The peer sent Close (`None`: no status, 1005). If we had not sent ours, the reply is queued.
+    /// The connection is now closed for reading and writing.
+    Close(Option<CloseFrame>),
+    /// The peer broke the protocol; our Close with the matching code is queued and the connection closed.
+    Failed(ProtocolError),
+    /// The transport ended without a Close (status 1006). Everything that arrived before was delivered.
+    Eof,
+}
+
+/// Why a send was refused. Nothing was queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// A Close was sent or received: no more frames may be sent.
+    Closed,
+    /// A fragmented message of the other type is still open.
+    MessageInProgress,
+    /// A control frame payload over 125 bytes.
+    ControlTooLong,
+}
+
+impl fmt::Display for SendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SendError::Closed => "the WebSocket is closing",
+            SendError::MessageInProgress => "another fragmented message is open",
+            SendError::ControlTooLong => "control frame payload over 125 bytes",
+        })
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// The close handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CloseState {
+    /// Both directions open.
+    Open,
+    /// We sent Close and wait for the peer's until the deadline; incoming data is still delivered.
+    Sent { deadline: Instant },
+    /// Both Closes exchanged, the connection failed, the wait timed out, or the transport ended.
+    Closed,
+}
+
+/// The message type of an outgoing fragmented message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outgoing {
+    None,
+    Binary,
+    Text,
+}
+
+/// One WebSocket endpoint. See the module docs for the calling contract.
+#[derive(Debug)]
+pub struct WebSocket {
+    role: Role,
+    close_timeout: std::time::Duration,
+    max_read_buffer: usize,
+    decoder: Decoder,
+    rx: BytesMut,
+    peer_eof: bool,
+    out: OutQueue,
+    arena: BytesMut,
+    outgoing: Outgoing,
+    state: CloseState,
+}
+
+impl WebSocket {
+    /// An endpoint in `role` with the limits of `config`.
+    pub fn new(role: Role, config: &WsConfig) -> Self {
+        let expect_masked = matches!(role, Role::Server);
+        WebSocket {
+            role,
+            close_timeout: config.close_timeout,
+            max_read_buffer: config.max_read_buffer,
+            decoder: Decoder::new(
+                expect_masked,
+                config.max_frame_size,
+                config.max_message_size,
+            ),
+            rx: BytesMut::new(),
+            peer_eof: false,
+            out: OutQueue::new(),
+            arena: BytesMut::new(),
+            outgoing: Outgoing::None,
+            state: CloseState::Open,
+        }
+    }
+
+    // ---- input ----
+
+    /// Whether the driver should read more: the connection still reads and its undecoded input is under
+    /// `max_read_buffer`. It turns false while the owner stops polling events (backpressure).
+    pub fn wants_read(&self) -> bool {
+        self.state != CloseState::Closed && !self.peer_eof && self.rx.len() < self.max_read_buffer
+    }
+
+    /// Bytes read from the transport. Passing ownership lets payload be handed on without a copy.
+    pub fn handle_input(&mut self, data: BytesMut) {
+        if self.state == CloseState::Closed || data.is_empty() {
+            return;
+        }
+        if self.rx.is_empty() {
+            self.rx = data;
+        } else {
+            self.rx.unsplit(data);
+        }
+    }
+
+    /// The peer closed its side of the transport. Buffered input is still delivered first.
+    pub fn handle_eof(&mut self) {
+        self.peer_eof = true;
+    }
+
+    /// The deadline from [`WebSocket::poll_timeout`] has passed (calling it early does nothing).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let CloseState::Sent { deadline } = self.state {
+            if now >= deadline {
+                self.state = CloseState::Closed;
+            }
+        }
+    }
+
+    /// When [`WebSocket::handle_timeout`] must be called next: while waiting for the peer's Close.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            CloseState::Sent { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// The next event, decoding buffered input on demand.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        if self.state == CloseState::Closed {
+            return None;
+        }
+        match self.decoder.decode(&mut self.rx) {
+            Ok(Some(item)) => Some(self.on_decoded(item)),
+            Ok(None) if self.peer_eof => {
+                self.state = CloseState::Closed;
+                self.rx = BytesMut::new();
+                Some(Event::Eof)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                if self.state == CloseState::Open {
+                    self.queue_close(Some(&e.close_frame()));
+                }
+                self.state = CloseState::Closed;
+                self.rx = BytesMut::new();
+                Some(Event::Failed(e))
+            }
+        }
+    }
+
+    fn on_decoded(&mut self, item: Decoded) -> Event {
+        match item {
+            Decoded::Binary { data, fin } => Event::Binary { data, fin },
+            Decoded::Text(text) => Event::Text(text),
+            Decoded::Ping(payload) => {
+                if self.state == CloseState::Open && self.out.control_frames() < MAX_QUEUED_CONTROL
+                {
+                    self.queue_control(OpCode::Pong, &payload);
+                }
+                Event::Ping(payload)
+            }
+            Decoded::Pong(payload) => Event::Pong(payload),
+            Decoded::Close(frame) => {
+                if self.state == CloseState::Open {
+                    // Echo the status (RFC 6455 §5.5.1); no status is answered with no status.
+                    self.queue_close(frame.as_ref());
+                }
+                self.state = CloseState::Closed;
+                self.rx = BytesMut::new();
+                Event::Close(frame)
+            }
+        }
+    }
+
+    // ---- output ----
+
+    /// Queues a piece of a binary message; `fin` ends the message. Each call is one frame.
+    pub fn send_binary(&mut self, data: Bytes, fin: bool) -> Result<(), SendError> {
+        self.send_data(Outgoing::Binary, data, fin)
+    }
+
+    /// Queues a whole text message as one frame.
+    pub fn send_text(&mut self, text: Utf8Bytes) -> Result<(), SendError> {
+        self.send_data(Outgoing::Text, text.into(), true)
+    }
+
+    /// Queues a ping; it goes out ahead of queued data frames (but never inside one).
+    pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
+        if payload.len() > MAX_CONTROL_PAYLOAD {
+            return Err(SendError::ControlTooLong);
+        }
+        if self.state != CloseState::Open {
+            return Err(SendError::Closed);
+        }
+        self.queue_control(OpCode::Ping, payload);
+        Ok(())
+    }
+
+    /// Starts the close handshake: queues our Close (`None` sends no status) and waits for the peer's
+    /// until `now + close_timeout`. Data already queued goes out first; nothing may be sent after.
+    pub fn close(&mut self, frame: Option<&CloseFrame>, now: Instant) -> Result<(), SendError> {
+        if self.state != CloseState::Open {
+            return Err(SendError::Closed);
+        }
+        self.queue_close(frame);
+        self.state = CloseState::Sent {
+            deadline: now + self.close_timeout,
+        };
+        Ok(())
+    }
+
+    /// Bytes queued for the transport.
+    pub fn buffered_amount(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Whether anything waits to be written.
+    pub fn wants_write(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// Fills `dst` with the bytes to write next, in order; returns how many slices it filled.
+    pub fn slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.out.slices(dst)
+    }
+
+    /// The transport took the first `n` bytes of what [`WebSocket::slices`] offered.
+    pub fn advance(&mut self, n: usize) {
+        self.out.advance(n)
+    }
+
+    /// The close handshake is over (or the connection failed or dropped). Once nothing is left to write,
+    /// the driver shuts the transport down; a server closes it first (RFC 6455 §7.1.1).
+    pub fn is_closed(&self) -> bool {
+        self.state == CloseState::Closed
+    }
+
+    /// We may still send data frames.
+    pub fn is_open(&self) -> bool {
+        self.state == CloseState::Open
+    }
+
+    /// Bytes of input held undecoded or in an unfinished text message.
+    pub fn buffered_input(&self) -> usize {
+        self.rx.len() + self.decoder.buffered()
+    }
+
+    fn send_data(&mut self, kind: Outgoing, data: Bytes, fin: bool) -> Result<(), SendError> {
+        if self.state != CloseState::Open {
+            return Err(SendError::Closed);
+        }
+        let opcode = match (self.outgoing, kind) {
+            (Outgoing::None, Outgoing::Binary) => OpCode::Binary,
+            (Outgoing::None, _) => OpCode::Text,
+            (open, kind) if open == kind => OpCode::Continuation,
+            _ => return Err(SendError::MessageInProgress),
+        };
+        self.outgoing = if fin { Outgoing::None } else { kind };
+        self.queue_data_frame(fin, opcode, data);
+        Ok(())
+    }
+
+    /// A Close goes on the data lane: it must follow every data frame queued before it.
+    fn queue_close(&mut self, frame: Option<&CloseFrame>) {
+        let payload = frame.map(CloseFrame::to_payload).unwrap_or_default();
+        let (bytes, _) = self.encode(true, OpCode::Close, &payload, true);
+        self.out.push_data(bytes, true);
+    }
+
+    fn mask_key(&mut self) -> Option<[u8; 4]> {
+        match &mut self.role {
+            Role::Server => None,
+            Role::Client(entropy) => Some(entropy.key4()),
+        }
+    }
+
+    /// Writes a header (and, if `inline`, the payload) into the arena and returns it as one piece.
+    fn encode(
+        &mut self,
+        fin: bool,
+        opcode: OpCode,
+        payload: &[u8],
+        inline: bool,
+    ) -> (Bytes, Option<[u8; 4]>) {
+        let mask = self.mask_key();
+        let header = FrameHeader {
+            fin,
+            rsv: 0,
+            opcode,
+            mask,
+            payload_len: payload.len() as u64,
+        };
+        let mut head = [0u8; MAX_HEADER_LEN];
+        let n = header.encode(&mut head);
+        let need = n + if inline { payload.len() } else { 0 };
+        if self.arena.capacity() < need {
+            self.arena = BytesMut::with_capacity(ARENA_BLOCK.max(need));
+        }
+        self.arena.put_slice(&head[..n]);
+        if inline {
+            self.arena.put_slice(payload);
+            if let Some(key) = mask {
+                apply_mask(&mut self.arena[n..], key, 0);
+            }
+        }
+        (self.arena.split().freeze(), mask)
+    }
+
+    fn queue_control(&mut self, opcode: OpCode, payload: &[u8]) {
+        let (frame, _) = self.encode(true, opcode, payload, true);
+        self.out.push_control(frame);
+    }
+
+    fn queue_data_frame(&mut self, fin: bool, opcode: OpCode, payload: Bytes) {
+        if payload.len() <= INLINE_PAYLOAD {
+            let (frame, _) = self.encode(fin, opcode, &payload, true);
+            self.out.push_data(frame, true);
+            return;
+        }
+        let (head, mask) = self.encode(fin, opcode, &payload, false);
+        self.out.push_data(head, false);
+        let payload = match mask {
+            None => payload,
+            Some(key) => {
+                // Mask in place when we hold the only reference, else on a copy.
+                let mut owned = payload
+                    .try_into_mut()
+                    .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
+                apply_mask(&mut owned, key, 0);
+                owned.freeze()
+            }
+        };
+        self.out.push_data(payload, true);
+    }
+}
