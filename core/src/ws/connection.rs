@@ -33,6 +33,10 @@ use crate::entropy::Entropy;
 const INLINE_PAYLOAD: usize = 256;
 /// Size of the blocks frame headers are carved from.
 const ARENA_BLOCK: usize = 1024;
+/// When a frame header or control frame straddles two input buffers that are not contiguous in memory,
+/// this many bytes are moved across the seam (a header is at most 14 bytes, a control frame 131), so the
+/// large buffer behind the seam is never copied.
+const SEAM: usize = 256;
 /// Most control frames queued at once. Past it, pings are left unanswered (RFC 6455 §5.5.3 lets an
 /// endpoint answer only the most recent ping) so a ping flood cannot grow the queue.
 const MAX_QUEUED_CONTROL: usize = 32;
@@ -128,7 +132,10 @@ pub struct WebSocket {
     close_timeout: std::time::Duration,
     max_read_buffer: usize,
     decoder: Decoder,
+    /// Undecoded input.
     rx: BytesMut,
+    /// Input that arrived while `rx` still held a partial frame and is not contiguous with it.
+    rx_next: BytesMut,
     peer_eof: bool,
     out: OutQueue,
     arena: BytesMut,
@@ -150,6 +157,7 @@ impl WebSocket {
                 config.max_message_size,
             ),
             rx: BytesMut::new(),
+            rx_next: BytesMut::new(),
             peer_eof: false,
             out: OutQueue::new(),
             arena: BytesMut::new(),
@@ -163,18 +171,26 @@ impl WebSocket {
     /// Whether the driver should read more: the connection still reads and its undecoded input is under
     /// `max_read_buffer`. It turns false while the owner stops polling events (backpressure).
     pub fn wants_read(&self) -> bool {
-        self.state != CloseState::Closed && !self.peer_eof && self.rx.len() < self.max_read_buffer
+        self.state != CloseState::Closed
+            && !self.peer_eof
+            && self.undecoded() < self.max_read_buffer
     }
 
-    /// Bytes read from the transport. Passing ownership lets payload be handed on without a copy.
+    fn undecoded(&self) -> usize {
+        self.rx.len() + self.rx_next.len()
+    }
+
+    /// Bytes read from the transport. Passing ownership lets payload be handed on without a copy; a driver
+    /// that reads successive buffers out of one allocation (`reserve`, read, `split`) gets contiguous
+    /// input joined for free.
     pub fn handle_input(&mut self, data: BytesMut) {
         if self.state == CloseState::Closed || data.is_empty() {
             return;
         }
-        if self.rx.is_empty() {
-            self.rx = data;
-        } else {
-            self.rx.unsplit(data);
+        if !self.rx_next.is_empty() {
+            self.rx_next.unsplit(data);
+        } else if let Err(data) = self.rx.try_unsplit(data) {
+            self.rx_next = data;
         }
     }
 
@@ -205,11 +221,11 @@ impl WebSocket {
         if self.state == CloseState::Closed {
             return None;
         }
-        match self.decoder.decode(&mut self.rx) {
+        match self.decode() {
             Ok(Some(item)) => Some(self.on_decoded(item)),
             Ok(None) if self.peer_eof => {
                 self.state = CloseState::Closed;
-                self.rx = BytesMut::new();
+                self.drop_input();
                 Some(Event::Eof)
             }
             Ok(None) => None,
@@ -218,8 +234,26 @@ impl WebSocket {
                     self.queue_close(Some(&e.close_frame()));
                 }
                 self.state = CloseState::Closed;
-                self.rx = BytesMut::new();
+                self.drop_input();
                 Some(Event::Failed(e))
+            }
+        }
+    }
+
+    /// Decodes from `rx`, moving input across the seam from `rx_next` when `rx` runs dry.
+    fn decode(&mut self) -> Result<Option<Decoded>, ProtocolError> {
+        loop {
+            if let Some(item) = self.decoder.decode(&mut self.rx)? {
+                return Ok(Some(item));
+            }
+            if self.rx_next.is_empty() {
+                return Ok(None);
+            }
+            if self.rx.is_empty() {
+                self.rx = std::mem::take(&mut self.rx_next);
+            } else {
+                let n = SEAM.min(self.rx_next.len());
+                self.rx.extend_from_slice(&self.rx_next.split_to(n));
             }
         }
     }
@@ -242,7 +276,7 @@ impl WebSocket {
                     self.queue_close(frame.as_ref());
                 }
                 self.state = CloseState::Closed;
-                self.rx = BytesMut::new();
+                self.drop_input();
                 Event::Close(frame)
             }
         }
@@ -318,7 +352,7 @@ impl WebSocket {
 
     /// Bytes of input held undecoded or in an unfinished text message.
     pub fn buffered_input(&self) -> usize {
-        self.rx.len() + self.decoder.buffered()
+        self.undecoded() + self.decoder.buffered()
     }
 
     fn send_data(&mut self, kind: Outgoing, data: Bytes, fin: bool) -> Result<(), SendError> {
@@ -341,6 +375,12 @@ impl WebSocket {
         let payload = frame.map(CloseFrame::to_payload).unwrap_or_default();
         let (bytes, _) = self.encode(true, OpCode::Close, &payload, true);
         self.out.push_data(bytes, true);
+    }
+
+    /// Nothing more is decoded once closed: release the input buffers.
+    fn drop_input(&mut self) {
+        self.rx = BytesMut::new();
+        self.rx_next = BytesMut::new();
     }
 
     fn mask_key(&mut self) -> Option<[u8; 4]> {
