@@ -17,6 +17,7 @@
 pub mod config;
 pub mod entropy;
 pub mod http;
+pub mod tls;
 pub mod ws;
 
 pub use config::WsConfig;
