@@ -17,7 +17,10 @@
 pub mod config;
 pub mod entropy;
 pub mod http;
+pub mod session;
+pub mod tcp2ws;
 pub mod tls;
+pub mod url;
 pub mod ws;
 
 pub use config::WsConfig;

@@ -319,6 +319,11 @@ impl WebSocket {
         Ok(())
     }
 
+    /// A ping or pong is queued and not fully written.
+    pub fn control_pending(&self) -> bool {
+        self.out.control_frames() > 0
+    }
+
     /// Bytes queued for the transport.
     pub fn buffered_amount(&self) -> usize {
         self.out.len()

@@ -1,0 +1,165 @@
+//! The contract between a bridge session (one per accepted connection, any mode) and the runtime that
+//! drives it.
+//!
+//! A session has two legs: [`Leg::Down`], the socket the runtime accepted, and [`Leg::Up`], the socket the
+//! session asks the runtime to dial. The runtime owns both sockets and the clock; the session owns every
+//! protocol decision. After **every** `handle_*` call the runtime drains the outputs, in this order:
+//!
+//! 1. [`Session::poll_action`] until `None` — resolve a name, dial an address;
+//! 2. for each leg, [`Session::slices`] → `write_vectored` → [`Session::advance`] until the kernel would
+//!    block or nothing is left; then, if [`Session::write_closed`] and nothing is left, `shutdown(Write)`;
+//! 3. read interest per leg from [`Session::wants_read`] (re-registered only when it changes);
+//! 4. the timer from [`Session::poll_timeout`];
+//! 5. if [`Session::is_finished`], close both sockets and drop the session.
+//!
+//! Reads go to [`Session::handle_input`] as owned buffers; an orderly end of stream to
+//! [`Session::handle_eof`]; a socket error to [`Session::handle_io_error`]. A runtime holds no protocol
+//! logic: it never looks inside the bytes.
+
+use std::fmt;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::BytesMut;
+
+/// One of the two sockets of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Leg {
+    /// The accepted socket (the TCP client in `tcp2ws`, the WebSocket client in `ws2tcp`/`ws2http`).
+    Down,
+    /// The socket the session dials (the backend or target).
+    Up,
+}
+
+impl Leg {
+    /// Both legs, `Down` first.
+    pub const BOTH: [Leg; 2] = [Leg::Down, Leg::Up];
+}
+
+/// Something only the runtime can do, asked for by the session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Resolve `host` with the system resolver (off the event loop) and answer with
+    /// [`Session::handle_resolved`].
+    Resolve {
+        /// A host name or an address literal in any spelling the OS accepts.
+        host: String,
+        /// The port the addresses are for.
+        port: u16,
+    },
+    /// Open a non-blocking TCP connection for the `Up` leg and answer with [`Session::handle_connected`]
+    /// or [`Session::handle_connect_failed`].
+    Connect(SocketAddr),
+}
+
+/// Why a session ended, for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndReason {
+    /// Both sides finished normally.
+    Normal,
+    /// A deadline passed (handshake, idle, lifetime, pong, close).
+    Timeout(&'static str),
+    /// Refused by policy or a limit.
+    Policy(String),
+    /// The peer on a leg broke a protocol or reset the connection.
+    PeerError(Leg, String),
+    /// Dialling or talking to the upstream failed.
+    Upstream(String),
+}
+
+impl EndReason {
+    /// A short label for metrics: `normal`, `timeout`, `policy`, `peer_error`, `upstream`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            EndReason::Normal => "normal",
+            EndReason::Timeout(_) => "timeout",
+            EndReason::Policy(_) => "policy",
+            EndReason::PeerError(..) => "peer_error",
+            EndReason::Upstream(_) => "upstream",
+        }
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndReason::Normal => f.write_str("normal"),
+            EndReason::Timeout(what) => write!(f, "timeout: {what}"),
+            EndReason::Policy(why) => write!(f, "policy: {why}"),
+            EndReason::PeerError(Leg::Down, why) => write!(f, "client error: {why}"),
+            EndReason::PeerError(Leg::Up, why) => write!(f, "upstream peer error: {why}"),
+            EndReason::Upstream(why) => write!(f, "upstream: {why}"),
+        }
+    }
+}
+
+/// Byte counts of a session, as relayed (payload, not framing).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    /// Payload bytes from the `Down` peer delivered towards `Up`.
+    pub down_to_up: u64,
+    /// Payload bytes from the `Up` peer delivered towards `Down`.
+    pub up_to_down: u64,
+}
+
+/// One bridged connection, driven by a runtime. See the module docs for the calling order.
+pub trait Session {
+    /// Bytes read from `leg`.
+    fn handle_input(&mut self, leg: Leg, data: BytesMut, now: Instant);
+    /// `leg`'s peer shut down its writing side (read returned 0).
+    fn handle_eof(&mut self, leg: Leg, now: Instant);
+    /// A read or write on `leg` failed (reset, broken pipe…).
+    fn handle_io_error(&mut self, leg: Leg, error: std::io::ErrorKind, now: Instant);
+    /// The answer to [`Action::Resolve`]: the addresses, or why there are none.
+    fn handle_resolved(&mut self, result: Result<Vec<SocketAddr>, String>, now: Instant);
+    /// The `Up` leg asked for with [`Action::Connect`] is connected.
+    fn handle_connected(&mut self, now: Instant);
+    /// The connect asked for failed (`error` describes why: refused, unreachable…).
+    fn handle_connect_failed(&mut self, error: std::io::ErrorKind, now: Instant);
+    /// The instant from [`Session::poll_timeout`] has passed.
+    fn handle_timeout(&mut self, now: Instant);
+
+    /// The next thing the runtime must do for the session.
+    fn poll_action(&mut self) -> Option<Action>;
+    /// When [`Session::handle_timeout`] must be called next.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Whether to read from `leg` now (false applies backpressure).
+    fn wants_read(&self, leg: Leg) -> bool;
+    /// The bytes to write to `leg` next, in order; returns how many slices were filled.
+    fn slices<'a>(&'a self, leg: Leg, dst: &mut [IoSlice<'a>]) -> usize;
+    /// The kernel took the first `n` bytes of what [`Session::slices`] offered for `leg`.
+    fn advance(&mut self, leg: Leg, n: usize, now: Instant);
+    /// No more bytes will be queued for `leg`: once its queue is empty, shut down its writing side.
+    fn write_closed(&self, leg: Leg) -> bool;
+    /// The session is over: close both sockets now.
+    fn is_finished(&self) -> bool;
+
+    /// Why it ended, once [`Session::is_finished`].
+    fn end_reason(&self) -> Option<&EndReason>;
+    /// Bytes relayed so far.
+    fn traffic(&self) -> Traffic;
+}
+
+/// Makes the sessions of one listener. A runtime holds one per listener and knows nothing of modes.
+pub trait SessionFactory: Send + Sync {
+    /// A session for a client accepted from `peer` at `now`.
+    fn session(
+        &self,
+        peer: SocketAddr,
+        entropy: Box<dyn crate::Entropy + Send>,
+        now: Instant,
+    ) -> Box<dyn Session + Send>;
+
+    /// A session that only tells a client accepted over the connection limit to go away, or `None` to
+    /// close its socket at once (what TCP listeners do; WebSocket listeners answer Close 1013).
+    fn over_capacity(
+        &self,
+        peer: SocketAddr,
+        entropy: Box<dyn crate::Entropy + Send>,
+        now: Instant,
+    ) -> Option<Box<dyn Session + Send>>;
+
+    /// The mode's name for logs and metrics (`tcp2ws`, `ws2tcp`, `ws2http`).
+    fn mode(&self) -> &'static str;
+}
