@@ -1,0 +1,213 @@
+//! The acceptor: one thread that owns every listening socket, accepts, applies the connection limit and
+//! hands each connection to an event loop, round-robin, over the loop's channel plus a wake.
+//!
+//! A single acceptor rather than one `SO_REUSEPORT` listener per loop: it works the same for any number of
+//! loops and for port 0 (tests), keeps `--reuse-port` free for what operators mean by it (several
+//! processes on one port during a restart), and closing one listener never drops connections queued in a
+//! kernel backlog of another (which reuseport groups do when one socket closes).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::event_loop::{Accepted, ListenerInfo, LoopHandle, Msg};
+use crate::log::Val;
+use crate::OsEntropy;
+
+/// The acceptor's waker (listener `i` has token `i`).
+pub(crate) const STOP: Token = Token(usize::MAX);
+/// Most connections accepted from one listener per wake before the others get a turn.
+const ACCEPT_BUDGET: usize = 128;
+/// How long to wait before accepting again after `accept` failed (out of file descriptors…).
+const BACKOFF: Duration = Duration::from_millis(100);
+/// Least time between two "limit reached" / "accept failing" warnings.
+const WARN_EVERY: Duration = Duration::from_secs(10);
+
+pub(crate) struct Acceptor {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    infos: Arc<[ListenerInfo]>,
+    loops: Vec<LoopHandle>,
+    next_loop: usize,
+    active: Arc<AtomicUsize>,
+    max_connections: usize,
+    next_conn: u64,
+    stop: Arc<AtomicBool>,
+    /// Listeners that may have more connections waiting (budget hit, or accept failed).
+    pending: Vec<usize>,
+    backoff_until: Option<Instant>,
+    warned_full: Option<Instant>,
+    warned_accept: Option<Instant>,
+}
+
+impl Acceptor {
+    /// Registers the listeners with a new poll; returns the acceptor and the waker that stops it.
+    pub fn new(
+        mut listeners: Vec<TcpListener>,
+        infos: Arc<[ListenerInfo]>,
+        loops: Vec<LoopHandle>,
+        active: Arc<AtomicUsize>,
+        max_connections: usize,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<(Acceptor, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            poll.registry().register(l, Token(i), Interest::READABLE)?;
+        }
+        let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
+        let acceptor = Acceptor {
+            poll,
+            listeners,
+            infos,
+            loops,
+            next_loop: 0,
+            active,
+            max_connections,
+            next_conn: 0,
+            stop,
+            pending: Vec::new(),
+            backoff_until: None,
+            warned_full: None,
+            warned_accept: None,
+        };
+        Ok((acceptor, waker))
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(64);
+        let mut ready = Vec::new();
+        while !self.stop.load(Ordering::Acquire) {
+            let now = Instant::now();
+            let timeout = match self.backoff_until {
+                Some(t) => Some(t.saturating_duration_since(now)),
+                None if !self.pending.is_empty() => Some(Duration::ZERO),
+                None => None,
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    crate::log!(Error, "event=acceptor_failed error={}", Val(&e.to_string()));
+                    return;
+                }
+            }
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            ready.clear();
+            ready.append(&mut self.pending);
+            ready.extend(
+                events
+                    .iter()
+                    .map(|ev| ev.token())
+                    .filter(|&t| t != STOP)
+                    .map(|t| t.0),
+            );
+            ready.sort_unstable();
+            ready.dedup();
+            if self.backoff_until.is_some_and(|t| Instant::now() < t) {
+                self.pending.append(&mut ready);
+                continue;
+            }
+            self.backoff_until = None;
+            for &i in &ready {
+                self.accept_some(i);
+            }
+        }
+    }
+
+    /// Accepts from listener `i` until it would block, an error, or the budget.
+    fn accept_some(&mut self, i: usize) {
+        for _ in 0..ACCEPT_BUDGET {
+            match self.listeners[i].accept() {
+                Ok((stream, peer)) => self.hand_off(stream, peer, i),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    // EMFILE, ENFILE, ENOBUFS…: the connection stays queued; try again shortly.
+                    let now = Instant::now();
+                    if self.warned_accept.is_none_or(|t| now >= t + WARN_EVERY) {
+                        self.warned_accept = Some(now);
+                        crate::log!(
+                            Warn,
+                            "event=accept_failed listener={} error={}",
+                            self.infos[i].addr,
+                            Val(&e.to_string())
+                        );
+                    }
+                    self.backoff_until = Some(now + BACKOFF);
+                    self.pending.push(i);
+                    return;
+                }
+            }
+        }
+        self.pending.push(i);
+    }
+
+    /// Counts the connection, applies the limit and gives it to the next loop.
+    fn hand_off(&mut self, stream: TcpStream, peer: SocketAddr, i: usize) {
+        let now = Instant::now();
+        self.next_conn += 1;
+        let conn = self.next_conn;
+        let info = &self.infos[i];
+        let before = self.active.fetch_add(1, Ordering::Relaxed);
+        let mut session = None;
+        if before >= self.max_connections {
+            if self.warned_full.is_none_or(|t| now >= t + WARN_EVERY) {
+                self.warned_full = Some(now);
+                crate::log!(
+                    Warn,
+                    "event=connection_limit_reached max_connections={}",
+                    self.max_connections
+                );
+            }
+            crate::log!(
+                Debug,
+                "mode={} conn={conn} peer={peer} event=over_capacity",
+                info.factory.mode()
+            );
+            match info
+                .factory
+                .over_capacity(peer, Box::new(OsEntropy::new()), now)
+            {
+                Some(s) => session = Some(s),
+                None => {
+                    self.active.fetch_sub(1, Ordering::Relaxed);
+                    drop(stream);
+                    return;
+                }
+            }
+        }
+        let mut msg = Msg::Accepted(Accepted {
+            stream,
+            peer,
+            listener: i,
+            conn,
+            accepted_at: now,
+            session,
+        });
+        for _ in 0..self.loops.len() {
+            let lp = &self.loops[self.next_loop % self.loops.len()];
+            self.next_loop = self.next_loop.wrapping_add(1);
+            match lp.send(msg) {
+                Ok(()) => return,
+                Err(back) => msg = back, // that loop is gone: try the next
+            }
+        }
+        drop(msg);
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        crate::log!(
+            Error,
+            "conn={conn} peer={peer} event=rejected reason=\"no event loop is running\""
+        );
+    }
+}

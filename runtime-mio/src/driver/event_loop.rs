@@ -1,0 +1,800 @@
+//! One event loop: a mio `Poll` on one thread, driving the sessions it was handed.
+//!
+//! Per session it owns the two sockets and follows the calling order of
+//! [`wsbridge_core::session`] after every `handle_*` call ([`EventLoop::drain`]). Around that:
+//!
+//! - **Reads** go until `WouldBlock` (mio is edge-triggered), one `read` of at most 64 KiB at a time into a
+//!   reused [`BytesMut`] that is split off and handed over, at most [`READ_BUDGET`] per leg per event.
+//!   A leg that hit its budget, or that the session stopped reading while the socket may still hold
+//!   bytes and now wants them again, goes on the revisit list, served on the next turn with a zero
+//!   poll timeout: edge-triggered readiness would not report it again.
+//! - **Interest**: `WRITABLE` always (edge-triggered, so it only reports a change), `READABLE` while the
+//!   session wants to read; re-registered only when that changes.
+//! - **Timers**: a min-heap of `(deadline, key)` with lazy deletion. A session has at most one live
+//!   entry (`Entry::timer`); a later deadline waits for the earlier entry to fire and is re-armed then, an
+//!   earlier one is pushed and the old entry is skipped when it comes up.
+//! - **Messages** on the loop's channel (new connections from the acceptor, resolver answers, shutdown)
+//!   come with a wake of the loop's [`Waker`].
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, IoSlice, Read};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SendError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use mio::event::Event;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Registry, Waker};
+use wsbridge_core::session::{Action, Leg, Session, SessionFactory};
+
+use super::resolver::Job;
+use super::slab::{Key, Slab, WAKER};
+use crate::io::{write_from, Outgoing, READ_CHUNK};
+use crate::log::Val;
+use crate::OsEntropy;
+
+/// Most bytes read from one leg per event (or per revisit) before the loop serves others.
+pub(crate) const READ_BUDGET: usize = 256 * 1024;
+/// Most messages taken from the channel per turn.
+const MSG_BATCH: usize = 1024;
+/// Most follow-up inputs (synchronous connect failures, write errors) one drain may feed back before the
+/// session is given up on.
+const MAX_FOLLOWUPS: usize = 16;
+
+/// What the acceptor and the resolver send a loop.
+pub(crate) enum Msg {
+    /// A new connection to drive.
+    Accepted(Accepted),
+    /// The answer to a session's [`Action::Resolve`].
+    Resolved {
+        key: Key,
+        result: Result<Vec<SocketAddr>, String>,
+    },
+    /// Close every session and stop. (A graceful drain, in a later issue, adds a variant that stops
+    /// taking connections and lets live sessions finish until a deadline before this.)
+    Shutdown,
+}
+
+/// A connection the acceptor took, already counted in the connection limit.
+pub(crate) struct Accepted {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    /// Index into the listener table.
+    pub listener: usize,
+    /// The connection number in logs.
+    pub conn: u64,
+    pub accepted_at: Instant,
+    /// The factory's over-capacity session, or `None` to make a normal one.
+    pub session: Option<Box<dyn Session + Send>>,
+}
+
+/// What every loop knows about a listener.
+pub(crate) struct ListenerInfo {
+    pub factory: Arc<dyn SessionFactory>,
+    pub addr: SocketAddr,
+}
+
+/// How to reach a loop from another thread.
+#[derive(Clone)]
+pub(crate) struct LoopHandle {
+    pub tx: Sender<Msg>,
+    pub waker: Arc<Waker>,
+}
+
+impl LoopHandle {
+    /// Sends `msg` and wakes the loop; gives `msg` back if the loop is gone.
+    pub fn send(&self, msg: Msg) -> Result<(), Msg> {
+        self.tx.send(msg).map_err(|SendError(m)| m)?;
+        let _ = self.waker.wake();
+        Ok(())
+    }
+}
+
+/// One socket of a session and what the loop knows of it.
+#[derive(Default)]
+struct LegIo {
+    sock: Option<TcpStream>,
+    /// A non-blocking connect is in progress.
+    connecting: bool,
+    /// May have bytes (or EOF, or an error) to read: set by readable events, cleared by `WouldBlock`.
+    readable: bool,
+    /// May take bytes: set by writable events, cleared by `WouldBlock`.
+    writable: bool,
+    /// EOF or a read error was seen: nothing more is read.
+    read_closed: bool,
+    /// Shut down for writing, or a write failed: nothing more is written.
+    write_done: bool,
+    /// What is registered with the poll.
+    interest: Option<Interest>,
+}
+
+fn slot(leg: Leg) -> usize {
+    match leg {
+        Leg::Down => 0,
+        Leg::Up => 1,
+    }
+}
+
+/// Deregisters and closes the leg's socket and forgets its state.
+fn close_leg(registry: &Registry, leg: &mut LegIo) {
+    if let Some(mut sock) = leg.sock.take() {
+        let _ = registry.deregister(&mut sock);
+    }
+    *leg = LegIo::default();
+}
+
+struct Entry {
+    session: Box<dyn Session + Send>,
+    legs: [LegIo; 2],
+    conn: u64,
+    peer: SocketAddr,
+    listener: usize,
+    started: Instant,
+    /// The deadline of this session's live timer-heap entry.
+    timer: Option<Instant>,
+    /// On the revisit list.
+    revisit: bool,
+    /// A resolve is in flight.
+    resolving: bool,
+}
+
+/// A `handle_*` call a drain must make before it can finish.
+enum Followup {
+    ConnectFailed(io::ErrorKind),
+    IoError(Leg, io::ErrorKind),
+    Resolved(Result<Vec<SocketAddr>, String>),
+}
+
+/// The session's output queue for one leg, as [`Outgoing`] for [`write_from`].
+struct LegOut<'s> {
+    session: &'s mut (dyn Session + Send),
+    leg: Leg,
+    now: Instant,
+}
+
+impl Outgoing for LegOut<'_> {
+    fn slices<'a>(&'a self, dst: &mut [IoSlice<'a>]) -> usize {
+        self.session.slices(self.leg, dst)
+    }
+    fn advance(&mut self, n: usize) {
+        self.session.advance(self.leg, n, self.now);
+    }
+}
+
+/// Readiness of one event, copied out of mio's event list.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    readable: bool,
+    writable: bool,
+    error: bool,
+    read_closed: bool,
+    write_closed: bool,
+}
+
+impl Ready {
+    fn of(ev: &Event) -> Self {
+        Ready {
+            readable: ev.is_readable(),
+            writable: ev.is_writable(),
+            error: ev.is_error(),
+            read_closed: ev.is_read_closed(),
+            write_closed: ev.is_write_closed(),
+        }
+    }
+}
+
+/// See the module docs.
+pub(crate) struct EventLoop {
+    poll: Poll,
+    events: Events,
+    /// Scratch: the tokens of one poll's events.
+    ready: Vec<(mio::Token, Ready)>,
+    sessions: Slab<Entry>,
+    timers: BinaryHeap<Reverse<(Instant, Key)>>,
+    /// Scratch: timers due this turn.
+    due: Vec<(Instant, Key)>,
+    revisit: Vec<Key>,
+    /// The leg a read loop is running on (its own drains must not put it on the revisit list).
+    reading: Option<(Key, Leg)>,
+    rx: Receiver<Msg>,
+    me: LoopHandle,
+    resolver: Sender<Job>,
+    listeners: Arc<[ListenerInfo]>,
+    /// Connections open across every loop (the acceptor adds, loops subtract).
+    active: Arc<AtomicUsize>,
+    buf: BytesMut,
+    pub(crate) read_budget: usize,
+    /// The channel had more messages than one turn takes.
+    more_msgs: bool,
+    stopping: bool,
+}
+
+impl EventLoop {
+    pub fn new(
+        listeners: Arc<[ListenerInfo]>,
+        active: Arc<AtomicUsize>,
+        resolver: Sender<Job>,
+    ) -> io::Result<(EventLoop, LoopHandle)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = mpsc::channel();
+        let me = LoopHandle { tx, waker };
+        let lp = EventLoop {
+            poll,
+            events: Events::with_capacity(1024),
+            ready: Vec::with_capacity(1024),
+            sessions: Slab::new(),
+            timers: BinaryHeap::new(),
+            due: Vec::new(),
+            revisit: Vec::new(),
+            reading: None,
+            rx,
+            me: me.clone(),
+            resolver,
+            listeners,
+            active,
+            buf: BytesMut::new(),
+            read_budget: READ_BUDGET,
+            more_msgs: false,
+            stopping: false,
+        };
+        Ok((lp, me))
+    }
+
+    /// Turns until shut down (or until polling fails, which is logged).
+    pub fn run(mut self) {
+        loop {
+            match self.turn(None) {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    crate::log!(Error, "event=loop_failed error={}", Val(&e.to_string()));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// One poll and everything it makes due: events, messages, the revisit list from the turn before,
+    /// timers. Waits at most `max_wait` (and not at all when work is pending). `Ok(false)` once shut down.
+    pub fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<bool> {
+        let mut timeout = if !self.revisit.is_empty() || self.more_msgs {
+            Some(Duration::ZERO)
+        } else {
+            self.timers
+                .peek()
+                .map(|Reverse((t, _))| t.saturating_duration_since(Instant::now()))
+        };
+        if let Some(max) = max_wait {
+            timeout = Some(timeout.map_or(max, |t| t.min(max)));
+        }
+        match self.poll.poll(&mut self.events, timeout) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+        let now = Instant::now();
+        let revisit = std::mem::take(&mut self.revisit);
+
+        self.ready.clear();
+        self.ready
+            .extend(self.events.iter().map(|ev| (ev.token(), Ready::of(ev))));
+        let ready = std::mem::take(&mut self.ready);
+        for &(token, r) in &ready {
+            if let Some((key, leg)) = Key::from_token(token) {
+                self.on_ready(key, leg, r, now);
+            }
+        }
+        self.ready = ready;
+
+        self.more_msgs = false;
+        for i in 0.. {
+            if i == MSG_BATCH {
+                self.more_msgs = true;
+                break;
+            }
+            match self.rx.try_recv() {
+                Ok(msg) => self.on_msg(msg, now),
+                Err(_) => break,
+            }
+        }
+
+        for key in revisit {
+            let Some(e) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            e.revisit = false;
+            for leg in Leg::BOTH {
+                self.read(key, leg, now);
+            }
+            self.drain(key, now);
+        }
+
+        self.fire_timers(Instant::now());
+        Ok(!self.stopping)
+    }
+
+    fn on_msg(&mut self, msg: Msg, now: Instant) {
+        match msg {
+            Msg::Accepted(a) => {
+                self.adopt(a);
+            }
+            Msg::Resolved { key, result } => {
+                let Some(e) = self.sessions.get_mut(key) else {
+                    return; // the session is gone: a late answer
+                };
+                if !std::mem::take(&mut e.resolving) {
+                    return;
+                }
+                e.session.handle_resolved(result, now);
+                self.drain(key, now);
+            }
+            Msg::Shutdown => {
+                self.stopping = true;
+                self.close_all("shutdown");
+            }
+        }
+    }
+
+    /// Takes over an accepted connection: makes its session and drives it for the first time.
+    pub(crate) fn adopt(&mut self, a: Accepted) -> Option<Key> {
+        let Accepted {
+            stream,
+            peer,
+            listener,
+            conn,
+            accepted_at,
+            session,
+        } = a;
+        let info = &self.listeners[listener];
+        if self.stopping {
+            drop(stream);
+            self.active.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let _ = stream.set_nodelay(true);
+        let session = session.unwrap_or_else(|| {
+            info.factory
+                .session(peer, Box::new(OsEntropy::new()), accepted_at)
+        });
+        crate::log!(
+            Debug,
+            "mode={} conn={conn} peer={peer} event=accepted listener={}",
+            info.factory.mode(),
+            info.addr
+        );
+        let mut down = LegIo {
+            sock: Some(stream),
+            writable: true,
+            ..LegIo::default()
+        };
+        let key = match self.sessions.insert(Entry {
+            session,
+            legs: [LegIo::default(), LegIo::default()],
+            conn,
+            peer,
+            listener,
+            started: accepted_at,
+            timer: None,
+            revisit: false,
+            resolving: false,
+        }) {
+            Ok(key) => key,
+            Err(_) => {
+                crate::log!(
+                    Warn,
+                    "conn={conn} peer={peer} event=rejected reason=\"loop full\""
+                );
+                self.active.fetch_sub(1, Ordering::Relaxed);
+                return None;
+            }
+        };
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let registered = match down.sock.as_mut() {
+            Some(sock) => self
+                .poll
+                .registry()
+                .register(sock, key.token(Leg::Down), interest),
+            None => Ok(()),
+        };
+        if let Err(e) = registered {
+            self.close(key, Some(&format!("cannot register: {e}")));
+            return None;
+        }
+        down.interest = Some(interest);
+        if let Some(e) = self.sessions.get_mut(key) {
+            e.legs[0] = down;
+        }
+        self.drain(key, Instant::now());
+        Some(key)
+    }
+
+    fn on_ready(&mut self, key: Key, leg: Leg, r: Ready, now: Instant) {
+        let Some(e) = self.sessions.get_mut(key) else {
+            return; // closed earlier in this batch
+        };
+        let l = &mut e.legs[slot(leg)];
+        if l.sock.is_none() {
+            return;
+        }
+        if r.readable || r.read_closed || r.error {
+            l.readable = true;
+        }
+        if r.writable || r.write_closed || r.error {
+            l.writable = true;
+        }
+        if l.connecting {
+            if !(r.writable || r.error || r.write_closed || r.read_closed) {
+                return;
+            }
+            self.finish_connect(key, now);
+        }
+        self.read(key, leg, now);
+        self.drain(key, now);
+    }
+
+    /// A connecting `Up` leg reported readiness: find out whether the connect worked.
+    fn finish_connect(&mut self, key: Key, now: Instant) {
+        let registry = self.poll.registry();
+        let Some(e) = self.sessions.get_mut(key) else {
+            return;
+        };
+        let l = &mut e.legs[slot(Leg::Up)];
+        let Some(sock) = l.sock.as_ref() else {
+            return;
+        };
+        let outcome = match sock.take_error() {
+            Ok(Some(err)) | Err(err) => Err(err.kind()),
+            Ok(None) => match sock.peer_addr() {
+                Ok(_) => Ok(()),
+                Err(err) if err.kind() == io::ErrorKind::NotConnected => {
+                    l.writable = false; // still in progress: a spurious wake-up
+                    return;
+                }
+                Err(err) => Err(err.kind()),
+            },
+        };
+        match outcome {
+            Ok(()) => {
+                let _ = sock.set_nodelay(true);
+                l.connecting = false;
+                l.writable = true;
+                e.session.handle_connected(now);
+            }
+            Err(kind) => {
+                close_leg(registry, l);
+                e.session.handle_connect_failed(kind, now);
+            }
+        }
+        self.drain(key, now);
+    }
+
+    /// Reads `leg` until `WouldBlock`, EOF, an error, the budget, or the session stops wanting bytes,
+    /// draining the session after every input.
+    fn read(&mut self, key: Key, leg: Leg, now: Instant) {
+        let mut budget = self.read_budget;
+        self.reading = Some((key, leg));
+        while let Some(e) = self.sessions.get_mut(key) {
+            let l = &mut e.legs[slot(leg)];
+            let Some(sock) = l.sock.as_mut() else {
+                break;
+            };
+            if l.connecting || l.read_closed || !l.readable || !e.session.wants_read(leg) {
+                break;
+            }
+            if budget == 0 {
+                if !e.revisit {
+                    e.revisit = true;
+                    self.revisit.push(key);
+                }
+                break;
+            }
+            let want = READ_CHUNK.min(budget);
+            self.buf.clear();
+            self.buf.resize(want, 0);
+            match sock.read(&mut self.buf[..]) {
+                Ok(0) => {
+                    l.read_closed = true;
+                    l.readable = false;
+                    e.session.handle_eof(leg, now);
+                    self.drain(key, now);
+                    break;
+                }
+                Ok(n) => {
+                    budget -= n;
+                    self.buf.truncate(n);
+                    e.session.handle_input(leg, self.buf.split(), now);
+                    self.drain(key, now);
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    l.readable = false;
+                    break;
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {
+                    if !e.revisit {
+                        e.revisit = true;
+                        self.revisit.push(key);
+                    }
+                    break;
+                }
+                Err(err) => {
+                    l.read_closed = true;
+                    l.readable = false;
+                    e.session.handle_io_error(leg, err.kind(), now);
+                    self.drain(key, now);
+                    break;
+                }
+            }
+        }
+        self.buf.clear();
+        self.reading = None;
+    }
+
+    /// Drains the session's outputs after a `handle_*` call, feeding back what that makes happen
+    /// synchronously (a connect that fails at once, a write error).
+    fn drain(&mut self, key: Key, now: Instant) {
+        for _ in 0..MAX_FOLLOWUPS {
+            let followup = match self.drain_once(key, now) {
+                Some(f) => f,
+                None => return,
+            };
+            let Some(e) = self.sessions.get_mut(key) else {
+                return;
+            };
+            match followup {
+                Followup::ConnectFailed(kind) => e.session.handle_connect_failed(kind, now),
+                Followup::IoError(leg, kind) => e.session.handle_io_error(leg, kind, now),
+                Followup::Resolved(result) => e.session.handle_resolved(result, now),
+            }
+        }
+        self.close(key, Some("driver: the session did not settle"));
+    }
+
+    /// The calling order of the session contract, once; stops early with an input the session must get.
+    fn drain_once(&mut self, key: Key, now: Instant) -> Option<Followup> {
+        // 1. actions
+        if let Some(f) = self.actions(key) {
+            return Some(f);
+        }
+        let e = self.sessions.get_mut(key)?;
+
+        // 2. writes, per leg; a second pass for output one leg's `advance` queued on the other
+        for pass in 0..2 {
+            let mut wrote = false;
+            for leg in Leg::BOTH {
+                let l = &mut e.legs[slot(leg)];
+                let Some(sock) = l.sock.as_mut() else {
+                    continue;
+                };
+                if l.connecting || l.write_done {
+                    continue;
+                }
+                let empty = if l.writable {
+                    let mut out = LegOut {
+                        session: &mut *e.session,
+                        leg,
+                        now,
+                    };
+                    match write_from(sock, &mut out) {
+                        Ok(flush) => {
+                            wrote |= flush.written > 0;
+                            l.writable = !flush.blocked;
+                            !flush.blocked
+                        }
+                        Err(err) => {
+                            l.write_done = true;
+                            return Some(Followup::IoError(leg, err.kind()));
+                        }
+                    }
+                } else {
+                    let mut one = [IoSlice::new(&[])];
+                    e.session.slices(leg, &mut one) == 0
+                };
+                if empty && e.session.write_closed(leg) {
+                    let _ = sock.shutdown(Shutdown::Write);
+                    l.write_done = true;
+                }
+            }
+            if pass == 0 && !wrote {
+                break;
+            }
+        }
+
+        // `advance` may have asked for more
+        if let Some(f) = self.actions(key) {
+            return Some(f);
+        }
+        let registry = self.poll.registry();
+        let e = self.sessions.get_mut(key)?;
+
+        // 3. read interest, re-registered only on change
+        for leg in Leg::BOTH {
+            let l = &mut e.legs[slot(leg)];
+            let Some(sock) = l.sock.as_mut() else {
+                continue;
+            };
+            let wants = !l.connecting && !l.read_closed && e.session.wants_read(leg);
+            let interest = if wants || l.connecting {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::WRITABLE
+            };
+            if l.interest != Some(interest) {
+                if let Err(err) = registry.reregister(sock, key.token(leg), interest) {
+                    self.close(key, Some(&format!("cannot register: {err}")));
+                    return None;
+                }
+                l.interest = Some(interest);
+            }
+            // Bytes may be waiting that no new edge will report: come back for them.
+            if wants && l.readable && self.reading != Some((key, leg)) && !e.revisit {
+                e.revisit = true;
+                self.revisit.push(key);
+            }
+        }
+
+        // 4. the timer
+        if let Some(t) = e.session.poll_timeout() {
+            if e.timer.is_none_or(|armed| t < armed) {
+                e.timer = Some(t);
+                self.timers.push(Reverse((t, key)));
+            }
+        }
+
+        // 5. the end
+        if e.session.is_finished() {
+            self.close(key, None);
+        }
+        None
+    }
+
+    /// Step 1: carries out the session's actions.
+    fn actions(&mut self, key: Key) -> Option<Followup> {
+        let registry = self.poll.registry();
+        let e = self.sessions.get_mut(key)?;
+        while let Some(action) = e.session.poll_action() {
+            match action {
+                Action::Resolve { host, port } => {
+                    e.resolving = true;
+                    let job = Job {
+                        host,
+                        port,
+                        key,
+                        reply: self.me.tx.clone(),
+                        waker: self.me.waker.clone(),
+                    };
+                    if self.resolver.send(job).is_err() {
+                        e.resolving = false;
+                        return Some(Followup::Resolved(
+                            Err("the resolver is not running".into()),
+                        ));
+                    }
+                }
+                Action::Connect(addr) => {
+                    let up = &mut e.legs[slot(Leg::Up)];
+                    close_leg(registry, up);
+                    let mut sock = match TcpStream::connect(addr) {
+                        Ok(sock) => sock,
+                        Err(err) => return Some(Followup::ConnectFailed(err.kind())),
+                    };
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(err) = registry.register(&mut sock, key.token(Leg::Up), interest) {
+                        return Some(Followup::ConnectFailed(err.kind()));
+                    }
+                    *up = LegIo {
+                        sock: Some(sock),
+                        connecting: true,
+                        interest: Some(interest),
+                        ..LegIo::default()
+                    };
+                }
+            }
+        }
+        None
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        self.due.clear();
+        while let Some(&Reverse((t, key))) = self.timers.peek() {
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            self.due.push((t, key));
+        }
+        let due = std::mem::take(&mut self.due);
+        for &(t, key) in &due {
+            let Some(e) = self.sessions.get_mut(key) else {
+                continue;
+            };
+            if e.timer != Some(t) {
+                continue; // superseded by an earlier deadline
+            }
+            e.timer = None;
+            match e.session.poll_timeout() {
+                Some(deadline) if deadline <= now => {
+                    e.session.handle_timeout(now);
+                    self.drain(key, now);
+                }
+                Some(later) => {
+                    e.timer = Some(later);
+                    self.timers.push(Reverse((later, key)));
+                }
+                None => {}
+            }
+        }
+        self.due = due;
+        // Stale entries are bounded: rebuild when they outnumber the live ones.
+        if self.timers.len() > 2 * self.sessions.len() + 1024 {
+            let live: Vec<_> = self
+                .sessions
+                .keys()
+                .into_iter()
+                .filter_map(|k| Some(Reverse((self.sessions.get(k)?.timer?, k))))
+                .collect();
+            self.timers = BinaryHeap::from(live);
+        }
+    }
+
+    /// Closes both sockets of a session, drops it and logs why (`forced`: the loop ended it).
+    fn close(&mut self, key: Key, forced: Option<&str>) {
+        let Some(mut e) = self.sessions.remove(key) else {
+            return;
+        };
+        for l in &mut e.legs {
+            close_leg(self.poll.registry(), l);
+        }
+        self.active.fetch_sub(1, Ordering::Relaxed);
+        let reason = match (forced, e.session.end_reason()) {
+            (Some(why), _) => why.to_owned(),
+            (None, Some(reason)) => reason.to_string(),
+            (None, None) => "unknown".to_owned(),
+        };
+        let t = e.session.traffic();
+        crate::log!(
+            Info,
+            "mode={} conn={} peer={} event=closed reason={} down_to_up={} up_to_down={} duration_ms={}",
+            self.listeners[e.listener].factory.mode(),
+            e.conn,
+            e.peer,
+            Val(&reason),
+            t.down_to_up,
+            t.up_to_down,
+            e.started.elapsed().as_millis()
+        );
+    }
+
+    fn close_all(&mut self, why: &str) {
+        for key in self.sessions.keys() {
+            self.close(key, Some(why));
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn revisit_pending(&self) -> bool {
+        !self.revisit.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+impl Drop for EventLoop {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            crate::log!(
+                Error,
+                "event=loop_panicked sessions={}",
+                self.sessions.len()
+            );
+        }
+        // Every session still open is closed, so the connection count stays right.
+        self.close_all("shutdown");
+    }
+}
