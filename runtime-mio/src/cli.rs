@@ -1,0 +1,729 @@
+//! The `wsbridge` command line: `wsbridge [GLOBAL FLAGS] <tcp2ws|ws2tcp|ws2http|check-config> [MODE FLAGS]`
+//! (DESIGN §1.5). Every flag also reads `WSBRIDGE_<FLAG_IN_CAPS_WITH_UNDERSCORES>`; global flags are
+//! accepted before or after the subcommand.
+//!
+//! Exit codes: 0 after a clean shutdown (and for `--help`/`--version`), 2 for a usage or configuration
+//! error (printed as `wsbridge: error: …`), 1 when the server cannot start (a port in use…).
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
+use wsbridge_core::http::headers::{is_field_value, is_token};
+use wsbridge_core::tcp2ws::config::{ClientTlsFactory, ServerTlsFactory};
+use wsbridge_core::tcp2ws::{HalfClose, ListenerTls, Tcp2WsConfig, Tcp2WsFactory};
+use wsbridge_core::tls::{client_config, server_config, RustlsSession, TlsSession};
+use wsbridge_core::url::WsUrl;
+
+use crate::driver::{ListenerSpec, RuntimeOptions, Server};
+use crate::log::{self, Level, Val};
+use crate::pem::{load_certs, load_private_key};
+
+/// The whole command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "wsbridge",
+    version,
+    about = "Bridges raw TCP/TLS sockets, WebSockets and HTTP",
+    propagate_version = true,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// Flags of the process, valid with every mode.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The mode to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags accepted before or after the subcommand.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Read the settings from a TOML file (not supported yet)
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "WSBRIDGE_CONFIG",
+        value_name = "FILE"
+    )]
+    pub config: Option<PathBuf>,
+
+    /// Set SO_REUSEPORT on the listeners, so another process may listen on the same port
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "WSBRIDGE_REUSE_PORT",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub reuse_port: bool,
+
+    /// Log level [default: info; RUST_LOG is read when this is not given]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "WSBRIDGE_LOG_LEVEL",
+        value_name = "LEVEL",
+        value_enum
+    )]
+    pub log_level: Option<LogLevel>,
+
+    /// Event loop threads [default: the available cores]
+    #[arg(long, global = true,
+        help_heading = "Global options", env = "WSBRIDGE_THREADS", value_name = "N", value_parser = parse_threads)]
+    pub threads: Option<usize>,
+
+    /// Serve Prometheus metrics and /healthz on this address (not supported yet)
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "WSBRIDGE_METRICS_LISTEN",
+        value_name = "ADDR"
+    )]
+    pub metrics_listen: Option<String>,
+
+    /// On SIGTERM/SIGINT, let connections finish for this long (not supported yet: ignored with a warning)
+    #[arg(long, global = true,
+        help_heading = "Global options", env = "WSBRIDGE_DRAIN_TIMEOUT", value_name = "SECS", value_parser = parse_secs)]
+    pub drain_timeout: Option<Duration>,
+}
+
+/// `--log-level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogLevel {
+    /// Failures of the process only
+    Error,
+    /// Also what an operator should look at
+    Warn,
+    /// Also one line per connection
+    Info,
+    /// Also per-connection detail
+    Debug,
+}
+
+impl From<LogLevel> for Level {
+    fn from(l: LogLevel) -> Level {
+        match l {
+            LogLevel::Error => Level::Error,
+            LogLevel::Warn => Level::Warn,
+            LogLevel::Info => Level::Info,
+            LogLevel::Debug => Level::Debug,
+        }
+    }
+}
+
+/// The modes.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Accept TCP clients (plain, implicit TLS or STARTTLS) and give each its own WebSocket to a backend
+    Tcp2ws(Box<Tcp2WsArgs>),
+    /// Accept WebSockets and relay to TCP targets (not implemented yet)
+    Ws2tcp(NotYet),
+    /// Accept WebSockets and relay messages as HTTP POSTs (not implemented yet)
+    Ws2http(NotYet),
+    /// Check a config file and exit (not implemented yet)
+    CheckConfig(NotYet),
+}
+
+/// The arguments of a mode that is not implemented yet (taken, so the error is about the mode).
+#[derive(Debug, Args)]
+pub struct NotYet {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    rest: Vec<String>,
+}
+
+/// `what a client's FIN means`, as a flag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HalfCloseArg {
+    /// Client FIN: flush, Close(1000) to the backend, keep relaying until the backend's Close
+    Close,
+    /// Client FIN: {"type":"eof"} to the backend, which closes when it is done
+    Eof,
+}
+
+/// `wsbridge tcp2ws` flags.
+#[derive(Debug, Args)]
+pub struct Tcp2WsArgs {
+    /// Address to accept TCP clients on
+    #[arg(
+        long,
+        env = "WSBRIDGE_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:1100"
+    )]
+    pub listen: String,
+
+    /// The WebSocket backend each client is bridged to (ws:// or wss://)
+    #[arg(long, env = "WSBRIDGE_BACKEND", value_name = "URL", value_parser = parse_url)]
+    pub backend: WsUrl,
+
+    /// Certificate chain (PEM) for TLS towards clients: implicit TLS, or STARTTLS with --starttls.
+    /// Repeat together with --tls-key for several names (picked by SNI, first is the default)
+    #[arg(long, env = "WSBRIDGE_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Vec<PathBuf>,
+
+    /// Private key (PEM) of the --tls-cert at the same position
+    #[arg(long, env = "WSBRIDGE_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Vec<PathBuf>,
+
+    /// Plain listener that switches to TLS when the backend sends start_tls (needs --tls-cert and --tls-key)
+    #[arg(
+        long,
+        env = "WSBRIDGE_STARTTLS",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub starttls: bool,
+
+    /// Extra trust roots (PEM) for a wss:// backend, on top of the Mozilla roots
+    #[arg(long, env = "WSBRIDGE_BACKEND_CA", value_name = "PEM")]
+    pub backend_ca: Option<PathBuf>,
+
+    /// Extra header on the upgrade request, 'Name: value' (repeatable; in the environment one per line)
+    #[arg(
+        long,
+        env = "WSBRIDGE_BACKEND_HEADER",
+        value_name = "'NAME: VALUE'",
+        value_parser = parse_header,
+        value_delimiter = '\n'
+    )]
+    pub backend_header: Vec<(String, String)>,
+
+    /// Subprotocol offered after wsbridge.v1 (repeatable; in the environment comma-separated)
+    #[arg(
+        long,
+        env = "WSBRIDGE_SUBPROTOCOL",
+        value_name = "NAME",
+        value_parser = parse_token,
+        value_delimiter = ','
+    )]
+    pub subprotocol: Vec<String>,
+
+    /// Seconds from accept through the client's TLS handshake to the backend's upgrade
+    #[arg(long, env = "WSBRIDGE_HANDSHAKE_TIMEOUT", value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub handshake_timeout: Duration,
+
+    /// Seconds without payload either way before the connection is closed (0 = off)
+    #[arg(long, env = "WSBRIDGE_IDLE_TIMEOUT", value_name = "SECS", default_value = "300", value_parser = parse_secs)]
+    pub idle_timeout: Duration,
+
+    /// Seconds a connection may last at most (0 = off)
+    #[arg(long, env = "WSBRIDGE_MAX_LIFETIME", value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    pub max_lifetime: Duration,
+
+    /// Seconds between WebSocket Pings to the backend (0 = off)
+    #[arg(long, env = "WSBRIDGE_PING_INTERVAL", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub ping_interval: Duration,
+
+    /// Seconds the backend has to answer a Ping, counted from when it was written
+    #[arg(long, env = "WSBRIDGE_PING_TIMEOUT", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub ping_timeout: Duration,
+
+    /// Bytes buffered per direction before the sending side stops being read
+    #[arg(
+        long,
+        env = "WSBRIDGE_BUFFER_SIZE",
+        value_name = "BYTES",
+        default_value_t = 65536
+    )]
+    pub buffer_size: usize,
+
+    /// Connections open at once, counted from accept; over it a client is accepted and closed at once
+    #[arg(
+        long,
+        env = "WSBRIDGE_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 10_000
+    )]
+    pub max_connections: usize,
+
+    /// What a client's FIN means
+    #[arg(
+        long,
+        env = "WSBRIDGE_HALF_CLOSE",
+        value_name = "MODE",
+        value_enum,
+        default_value_t = HalfCloseArg::Close
+    )]
+    pub half_close: HalfCloseArg,
+
+    /// With --half-close eof: seconds the backend may keep the connection after the client's FIN
+    #[arg(long, env = "WSBRIDGE_EOF_TIMEOUT", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub eof_timeout: Duration,
+}
+
+fn parse_url(s: &str) -> Result<WsUrl, String> {
+    WsUrl::parse(s).map_err(|e| e.to_string())
+}
+
+/// Seconds as a non-negative decimal number (`10`, `0.5`).
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{s:?} is not a usable number of seconds"))
+}
+
+fn parse_threads(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?}: expected a number from 1 to 1024")),
+    }
+}
+
+fn parse_token(s: &str) -> Result<String, String> {
+    if is_token(s.as_bytes()) {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid subprotocol name (an HTTP token)"
+        ))
+    }
+}
+
+/// Fields the WebSocket handshake or the bridge itself writes; an operator's copy would conflict.
+const RESERVED_HEADERS: &[&str] = &[
+    "host",
+    "upgrade",
+    "connection",
+    "sec-websocket-",
+    "x-forwarded-",
+    "x-wsbridge-",
+];
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("{s:?}: expected 'Name: value'"))?;
+    let (name, value) = (name.trim(), value.trim());
+    if !is_token(name.as_bytes()) {
+        return Err(format!("{name:?} is not a valid header name"));
+    }
+    let lower = name.to_ascii_lowercase();
+    if RESERVED_HEADERS
+        .iter()
+        .any(|r| lower == *r || (r.ends_with('-') && lower.starts_with(r)))
+    {
+        return Err(format!(
+            "{name}: the bridge sets this header itself and it cannot be overridden"
+        ));
+    }
+    if !is_field_value(value.as_bytes()) {
+        return Err(format!(
+            "the value of {name} has control characters or line breaks"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
+}
+
+/// `Some(d)` unless `d` is zero ("0 = off").
+fn off_if_zero(d: Duration) -> Option<Duration> {
+    (!d.is_zero()).then_some(d)
+}
+
+/// The listen address: an address literal, or a name the system resolver turns into one (the first).
+fn listen_addr(listen: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = listen.parse() {
+        return Ok(addr);
+    }
+    listen
+        .to_socket_addrs()
+        .map_err(|e| format!("--listen {listen}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("--listen {listen}: resolves to no address"))
+}
+
+/// Builds and validates the `tcp2ws` settings (loading the PEM files); the error names the flag or file.
+pub fn tcp2ws_config(args: &Tcp2WsArgs) -> Result<(SocketAddr, Tcp2WsConfig), String> {
+    let bind = listen_addr(&args.listen)?;
+    let mut cfg = Tcp2WsConfig::new(&args.listen, args.backend.clone());
+    cfg.backend_headers = args.backend_header.clone();
+    cfg.subprotocols = args.subprotocol.clone();
+    cfg.handshake_timeout = args.handshake_timeout;
+    cfg.idle_timeout = off_if_zero(args.idle_timeout);
+    cfg.max_lifetime = off_if_zero(args.max_lifetime);
+    cfg.ping_interval = off_if_zero(args.ping_interval);
+    cfg.ping_timeout = args.ping_timeout;
+    cfg.buffer_size = args.buffer_size;
+    cfg.half_close = match args.half_close {
+        HalfCloseArg::Close => HalfClose::Close,
+        HalfCloseArg::Eof => HalfClose::Eof,
+    };
+    cfg.eof_timeout = args.eof_timeout;
+
+    if cfg.ping_interval.is_some() && cfg.ping_timeout.is_zero() {
+        return Err(
+            "--ping-timeout must be positive (or turn pings off with --ping-interval 0)".into(),
+        );
+    }
+    if cfg.half_close == HalfClose::Eof && cfg.eof_timeout.is_zero() {
+        return Err("--eof-timeout must be positive with --half-close eof".into());
+    }
+    if args.max_connections == 0 {
+        return Err("--max-connections must be at least 1".into());
+    }
+
+    if args.tls_cert.len() != args.tls_key.len() {
+        return Err(format!(
+            "--tls-cert and --tls-key come in pairs: got {} certificate(s) and {} key(s)",
+            args.tls_cert.len(),
+            args.tls_key.len()
+        ));
+    }
+    if !args.tls_cert.is_empty() {
+        let mut pairs = Vec::with_capacity(args.tls_cert.len());
+        for (cert, key) in args.tls_cert.iter().zip(&args.tls_key) {
+            let chain = load_certs(cert).map_err(|e| format!("--tls-cert {e}"))?;
+            let key = load_private_key(key).map_err(|e| format!("--tls-key {e}"))?;
+            pairs.push((chain, key));
+        }
+        let config = server_config(pairs).map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+        // Made once here so that the factory below cannot fail later.
+        RustlsSession::server(config.clone()).map_err(|e| format!("TLS server settings: {e}"))?;
+        let factory: ServerTlsFactory = Arc::new(move || {
+            let session =
+                RustlsSession::server(config.clone()).expect("the config was checked at startup");
+            Box::new(session) as Box<dyn TlsSession>
+        });
+        cfg.server_tls = Some(factory);
+    }
+    cfg.listener_tls = match (args.starttls, cfg.server_tls.is_some()) {
+        (true, _) => ListenerTls::StartTls,
+        (false, true) => ListenerTls::Implicit,
+        (false, false) => ListenerTls::Plain,
+    };
+
+    if cfg.backend.tls {
+        let roots = match &args.backend_ca {
+            Some(path) => load_certs(path).map_err(|e| format!("--backend-ca {e}"))?,
+            None => Vec::new(),
+        };
+        let config = client_config(roots).map_err(|e| format!("--backend-ca: {e}"))?;
+        let factory: ClientTlsFactory = Arc::new(move |name: &str| {
+            RustlsSession::client(config.clone(), name).map(|s| Box::new(s) as Box<dyn TlsSession>)
+        });
+        cfg.client_tls = Some(factory);
+    } else if args.backend_ca.is_some() {
+        crate::log!(
+            Warn,
+            "event=config_warning message={}",
+            Val("--backend-ca is ignored: the backend is ws://, not wss://")
+        );
+    }
+    cfg.validate()?;
+    Ok((bind, cfg))
+}
+
+/// Why `run` stopped.
+#[derive(Debug)]
+pub enum Failure {
+    /// A usage or configuration error (exit code 2).
+    Config(String),
+    /// The server could not start (exit code 1).
+    Start(String),
+}
+
+/// Sets the log level from `--log-level`, else `RUST_LOG`, else info.
+fn init_logging(flag: Option<LogLevel>) {
+    let level = match flag {
+        Some(l) => Some(Level::from(l)),
+        None => std::env::var("RUST_LOG")
+            .ok()
+            .and_then(|v| log::level_from_rust_log(&v))
+            .unwrap_or(Some(Level::Info)),
+    };
+    log::set_level(level);
+}
+
+/// Runs the parsed command line until the server stops.
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    let g = &cli.global;
+    init_logging(g.log_level);
+    if let Some(path) = &g.config {
+        return Err(Failure::Config(format!(
+            "--config {}: config files are not supported yet",
+            path.display()
+        )));
+    }
+    if g.metrics_listen.is_some() {
+        return Err(Failure::Config(
+            "--metrics-listen: metrics are not supported yet".into(),
+        ));
+    }
+    if g.drain_timeout.is_some() {
+        crate::log!(
+            Warn,
+            "event=config_warning message={}",
+            Val("--drain-timeout is not supported yet and is ignored: shutdown closes connections at once")
+        );
+    }
+    let args = match &cli.command {
+        Command::Tcp2ws(args) => args,
+        Command::Ws2tcp(_) => return Err(Failure::Config("ws2tcp is not implemented yet".into())),
+        Command::Ws2http(_) => {
+            return Err(Failure::Config("ws2http is not implemented yet".into()))
+        }
+        Command::CheckConfig(_) => {
+            return Err(Failure::Config(
+                "check-config is not implemented yet".into(),
+            ))
+        }
+    };
+    let (bind, cfg) = tcp2ws_config(args).map_err(Failure::Config)?;
+    let backend = cfg.backend.to_string();
+    let tls = match cfg.listener_tls {
+        ListenerTls::Plain => "plain",
+        ListenerTls::Implicit => "implicit",
+        ListenerTls::StartTls => "starttls",
+    };
+    let mut opts = RuntimeOptions {
+        max_connections: args.max_connections,
+        reuse_port: g.reuse_port,
+        ..RuntimeOptions::default()
+    };
+    if let Some(n) = g.threads {
+        opts.threads = n;
+    }
+    let threads = opts.threads;
+    let spec = ListenerSpec {
+        bind,
+        factory: Arc::new(Tcp2WsFactory(Arc::new(cfg))),
+    };
+    let server = Server::start(vec![spec], opts).map_err(|e| Failure::Start(e.to_string()))?;
+    for addr in server.local_addrs() {
+        crate::log!(
+            Info,
+            "mode=tcp2ws event=listening listen={addr} tls={tls} backend={} threads={threads}",
+            Val(&backend)
+        );
+    }
+    server.wait();
+    Ok(())
+}
+
+/// The whole program: parses `std::env::args`, runs, and returns the exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse(); // prints help, version and usage errors itself (exit 0 or 2)
+    match run(cli) {
+        Ok(()) => 0,
+        Err(Failure::Config(msg)) => {
+            eprintln!("wsbridge: error: {msg}");
+            2
+        }
+        Err(Failure::Start(msg)) => {
+            eprintln!("wsbridge: error: {msg}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("wsbridge").chain(args.iter().copied()))
+    }
+
+    fn tcp2ws(cli: &Cli) -> &Tcp2WsArgs {
+        match &cli.command {
+            Command::Tcp2ws(a) => a,
+            other => panic!("not tcp2ws: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_and_global_flags_on_either_side() {
+        let cli = parse(&[
+            "--threads",
+            "3",
+            "tcp2ws",
+            "--backend",
+            "ws://127.0.0.1:9/x",
+            "--log-level",
+            "debug",
+            "--reuse-port",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.threads, Some(3));
+        assert_eq!(cli.global.log_level, Some(LogLevel::Debug));
+        assert!(cli.global.reuse_port);
+        let a = tcp2ws(&cli);
+        assert_eq!(a.listen, "127.0.0.1:1100");
+        assert_eq!(a.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(a.max_connections, 10_000);
+        let (bind, cfg) = tcp2ws_config(a).unwrap();
+        assert_eq!(bind, "127.0.0.1:1100".parse().unwrap());
+        assert_eq!(cfg.idle_timeout, Some(Duration::from_secs(300)));
+        assert_eq!(cfg.max_lifetime, None);
+        assert_eq!(cfg.ping_interval, Some(Duration::from_secs(30)));
+        assert_eq!(cfg.buffer_size, 65536);
+        assert_eq!(cfg.half_close, HalfClose::Close);
+        assert_eq!(cfg.listener_tls, ListenerTls::Plain);
+    }
+
+    #[test]
+    fn flags_parse_and_bad_values_name_the_flag() {
+        let cli = parse(&[
+            "tcp2ws",
+            "--backend",
+            "ws://b.test/",
+            "--backend-header",
+            "Authorization: Bearer x",
+            "--backend-header",
+            "X-Tenant: 7",
+            "--subprotocol",
+            "smtp",
+            "--idle-timeout",
+            "0",
+            "--half-close",
+            "eof",
+            "--eof-timeout",
+            "1.5",
+        ])
+        .unwrap();
+        let (_, cfg) = tcp2ws_config(tcp2ws(&cli)).unwrap();
+        assert_eq!(
+            cfg.backend_headers,
+            vec![
+                ("Authorization".to_owned(), "Bearer x".to_owned()),
+                ("X-Tenant".to_owned(), "7".to_owned())
+            ]
+        );
+        assert_eq!(cfg.subprotocols, vec!["smtp".to_owned()]);
+        assert_eq!(cfg.idle_timeout, None);
+        assert_eq!(cfg.half_close, HalfClose::Eof);
+        assert_eq!(cfg.eof_timeout, Duration::from_millis(1500));
+
+        for bad in [
+            &["tcp2ws", "--backend", "http://x/"][..],
+            &["tcp2ws"],
+            &[
+                "tcp2ws",
+                "--backend",
+                "ws://x/",
+                "--backend-header",
+                "Host: y",
+            ],
+            &[
+                "tcp2ws",
+                "--backend",
+                "ws://x/",
+                "--backend-header",
+                "nocolon",
+            ],
+            &["tcp2ws", "--backend", "ws://x/", "--half-close", "maybe"],
+            &["tcp2ws", "--backend", "ws://x/", "--threads", "0"],
+            &["tcp2ws", "--backend", "ws://x/", "--idle-timeout", "-1"],
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tls_flags_build_the_listener_mode() {
+        let dir = std::env::temp_dir().join(format!("wsbridge-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["mail.test".to_owned()]).unwrap();
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, ck.cert.pem()).unwrap();
+        std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+        let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+
+        let base = ["tcp2ws", "--backend", "wss://b.test/"];
+        let with = |extra: &[&str]| {
+            let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+            tcp2ws_config(tcp2ws(&parse(&args).unwrap()))
+        };
+        let (_, cfg) = with(&["--tls-cert", cert, "--tls-key", key]).unwrap();
+        assert_eq!(cfg.listener_tls, ListenerTls::Implicit);
+        assert!(cfg.client_tls.is_some());
+        let (_, cfg) = with(&["--tls-cert", cert, "--tls-key", key, "--starttls"]).unwrap();
+        assert_eq!(cfg.listener_tls, ListenerTls::StartTls);
+        let err = with(&["--starttls"]).unwrap_err();
+        assert!(err.contains("--tls-cert"), "{err}");
+        let err = with(&["--tls-cert", cert]).unwrap_err();
+        assert!(err.contains("pairs"), "{err}");
+        let err = with(&["--tls-cert", key, "--tls-key", key]).unwrap_err();
+        assert!(
+            err.starts_with("--tls-cert ") && err.contains("key.pem"),
+            "{err}"
+        );
+        let err = with(&["--backend-ca", key]).unwrap_err();
+        assert!(err.starts_with("--backend-ca "), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn unimplemented_modes_and_unsupported_flags_are_config_errors() {
+        for args in [
+            &["ws2tcp", "--target", "h:1"][..],
+            &["check-config"],
+            &["--config", "x.toml", "tcp2ws", "--backend", "ws://x/"],
+            &[
+                "tcp2ws",
+                "--backend",
+                "ws://x/",
+                "--metrics-listen",
+                "127.0.0.1:9",
+            ],
+        ] {
+            let cli = parse(args).unwrap();
+            assert!(
+                matches!(run(cli), Err(Failure::Config(_))),
+                "{args:?} should be a config error"
+            );
+        }
+    }
+
+    #[test]
+    fn help_lists_every_flag() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        cmd.build();
+        let help = cmd
+            .find_subcommand_mut("tcp2ws")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for flag in [
+            "--listen",
+            "--backend",
+            "--tls-cert",
+            "--tls-key",
+            "--starttls",
+            "--backend-ca",
+            "--backend-header",
+            "--subprotocol",
+            "--handshake-timeout",
+            "--idle-timeout",
+            "--max-lifetime",
+            "--ping-interval",
+            "--ping-timeout",
+            "--buffer-size",
+            "--max-connections",
+            "--half-close",
+            "--eof-timeout",
+            "--log-level",
+            "--threads",
+            "--reuse-port",
+            "WSBRIDGE_BACKEND",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        }
+        cmd.debug_assert();
+    }
+}
