@@ -135,6 +135,8 @@ pub trait Session {
     /// The session is over: close both sockets now.
     fn is_finished(&self) -> bool;
 
+    /// The id that names this session in logs and to the peers (e.g. `bridge_hello.connection_id`).
+    fn connection_id(&self) -> &str;
     /// Why it ended, once [`Session::is_finished`].
     fn end_reason(&self) -> Option<&EndReason>;
     /// Bytes relayed so far.

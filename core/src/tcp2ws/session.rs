@@ -249,11 +249,6 @@ impl Tcp2WsSession {
         s
     }
 
-    /// The id in logs and in `bridge_hello`.
-    pub fn connection_id(&self) -> &str {
-        &self.facts.connection_id
-    }
-
     /// The client's address.
     pub fn client(&self) -> SocketAddr {
         self.facts.client
@@ -947,6 +942,10 @@ impl Session for Tcp2WsSession {
 
     fn is_finished(&self) -> bool {
         self.ending == Ending::Finished
+    }
+
+    fn connection_id(&self) -> &str {
+        &self.facts.connection_id
     }
 
     fn end_reason(&self) -> Option<&EndReason> {

@@ -130,7 +130,6 @@ fn close_leg(registry: &Registry, leg: &mut LegIo) {
 struct Entry {
     session: Box<dyn Session + Send>,
     legs: [LegIo; 2],
-    conn: u64,
     peer: SocketAddr,
     listener: usize,
     started: Instant,
@@ -363,8 +362,9 @@ impl EventLoop {
         });
         crate::log!(
             Debug,
-            "mode={} conn={conn} peer={peer} event=accepted listener={}",
+            "mode={} conn={} peer={peer} event=accepted listener={}",
             info.factory.mode(),
+            session.connection_id(),
             info.addr
         );
         let mut down = LegIo {
@@ -375,7 +375,6 @@ impl EventLoop {
         let key = match self.sessions.insert(Entry {
             session,
             legs: [LegIo::default(), LegIo::default()],
-            conn,
             peer,
             listener,
             started: accepted_at,
@@ -759,7 +758,7 @@ impl EventLoop {
             Info,
             "mode={} conn={} peer={} event=closed reason={} down_to_up={} up_to_down={} duration_ms={}",
             self.listeners[e.listener].factory.mode(),
-            e.conn,
+            e.session.connection_id(),
             e.peer,
             Val(&reason),
             t.down_to_up,

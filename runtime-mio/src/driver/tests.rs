@@ -202,6 +202,9 @@ impl Session for TestSession {
             _ => self.down_eof && self.up_eof && self.to_down.is_empty() && self.to_up.is_empty(),
         }
     }
+    fn connection_id(&self) -> &str {
+        "test"
+    }
     fn end_reason(&self) -> Option<&EndReason> {
         self.end.as_ref().or(Some(&EndReason::Normal))
     }
@@ -378,6 +381,9 @@ impl Session for Sink {
     }
     fn is_finished(&self) -> bool {
         false
+    }
+    fn connection_id(&self) -> &str {
+        "sink"
     }
     fn end_reason(&self) -> Option<&EndReason> {
         None
