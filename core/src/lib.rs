@@ -16,6 +16,8 @@
 
 pub mod config;
 pub mod entropy;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod session;
 pub mod tcp2ws;
