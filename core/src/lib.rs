@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod entropy;
+pub(crate) mod front;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
@@ -23,6 +24,7 @@ pub mod session;
 pub mod tcp2ws;
 pub mod tls;
 pub mod url;
+pub(crate) mod wire;
 pub mod ws;
 
 pub use config::WsConfig;

@@ -165,3 +165,10 @@ pub trait SessionFactory: Send + Sync {
     /// The mode's name for logs and metrics (`tcp2ws`, `ws2tcp`, `ws2http`).
     fn mode(&self) -> &'static str;
 }
+
+/// A fresh connection id: 16 hex digits from `entropy`.
+pub fn new_connection_id(entropy: &mut dyn crate::Entropy) -> String {
+    let mut id = [0u8; 8];
+    entropy.fill(&mut id);
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}

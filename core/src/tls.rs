@@ -167,6 +167,12 @@ pub trait TlsSession: Send {
     fn info(&self) -> Option<TlsInfo>;
 }
 
+/// Makes a TLS server session for one accepted client (shared by the sessions of a listener).
+pub type ServerTlsFactory = Arc<dyn Fn() -> Box<dyn TlsSession> + Send + Sync>;
+/// Makes a TLS client session for a dialled leg, given the server name (a DNS name or an address).
+pub type ClientTlsFactory =
+    Arc<dyn Fn(&str) -> Result<Box<dyn TlsSession>, TlsError> + Send + Sync>;
+
 /// The [`TlsSession`] of a rustls client or server connection.
 pub struct RustlsSession {
     conn: Connection,

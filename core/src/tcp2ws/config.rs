@@ -1,10 +1,8 @@
 //! The settings of a `tcp2ws` listener, shared by the CLI, the config file and both runtimes.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::WsConfig;
-use crate::tls::{TlsError, TlsSession};
 use crate::url::WsUrl;
 
 /// What the listener speaks to its clients.
@@ -27,11 +25,7 @@ pub enum HalfClose {
     Eof,
 }
 
-/// Makes a TLS server session for one client (implicit TLS or STARTTLS).
-pub type ServerTlsFactory = Arc<dyn Fn() -> Box<dyn TlsSession> + Send + Sync>;
-/// Makes a TLS client session for the backend (`wss://`), given the server name.
-pub type ClientTlsFactory =
-    Arc<dyn Fn(&str) -> Result<Box<dyn TlsSession>, TlsError> + Send + Sync>;
+pub use crate::tls::{ClientTlsFactory, ServerTlsFactory};
 
 /// A `tcp2ws` listener's settings. Built and validated once; each session shares it.
 #[derive(Clone)]

@@ -24,93 +24,10 @@ use super::config::{HalfClose, ListenerTls, Tcp2WsConfig, TUNNEL_PROTOCOL};
 use super::control::{self, ClientFacts, FromBackend};
 use crate::http::head::HeadReader;
 use crate::session::{Action, EndReason, Leg, Session, Traffic};
-use crate::tls::TlsSession;
+use crate::wire::{Beat, Earliest, Heartbeat, Wire};
 use crate::ws::handshake::ClientHandshake;
-use crate::ws::outq::OutQueue;
 use crate::ws::{CloseCode, CloseFrame, Event, Role, Utf8Bytes, WebSocket};
 use crate::Entropy;
-
-/// Ciphertext or plaintext queued towards a TLS layer before we stop feeding it more.
-const TLS_PUMP: usize = 16 << 10;
-
-/// One socket's byte layer: plain, or a TLS session between the socket and the protocol.
-struct Wire {
-    tls: Option<Box<dyn TlsSession>>,
-    /// Bytes for the socket (ciphertext when TLS is on).
-    out: OutQueue,
-    /// Plaintext the TLS layer has not accepted yet (it takes a bounded amount, and nothing while it
-    /// handshakes past its limit). Never dropped: it goes in as the layer drains.
-    held: VecDeque<Bytes>,
-    held_len: usize,
-}
-
-impl Wire {
-    fn plain() -> Self {
-        Wire {
-            tls: None,
-            out: OutQueue::new(),
-            held: VecDeque::new(),
-            held_len: 0,
-        }
-    }
-
-    /// Bytes queued towards the peer, in any form.
-    fn queued(&self) -> usize {
-        self.out.len() + self.held_len
-    }
-
-    /// Queues plaintext for the peer, encrypting it if TLS is on.
-    fn send(&mut self, data: Bytes) {
-        if self.tls.is_none() {
-            self.out.push_data(data, true);
-            return;
-        }
-        self.held_len += data.len();
-        self.held.push_back(data);
-        self.flush();
-    }
-
-    /// Feeds held plaintext to the TLS layer and moves its ciphertext into the socket queue.
-    fn flush(&mut self) {
-        let Some(tls) = &mut self.tls else { return };
-        while let Some(front) = self.held.front_mut() {
-            let n = tls.write_plaintext(front);
-            self.held_len -= n;
-            if n < front.len() {
-                let _ = front.split_to(n);
-                break;
-            }
-            self.held.pop_front();
-        }
-        while let Some(c) = tls.take_ciphertext() {
-            self.out.push_data(c, true);
-        }
-    }
-
-    /// The peer is gone: drop everything queued for it.
-    fn discard(&mut self) {
-        self.out = OutQueue::new();
-        self.held.clear();
-        self.held_len = 0;
-    }
-
-    /// Feeds bytes read from the socket; returns the plaintext they carried.
-    fn receive(&mut self, data: BytesMut) -> Result<Option<BytesMut>, String> {
-        let Some(tls) = &mut self.tls else {
-            return Ok(Some(data));
-        };
-        let result = tls.handle_ciphertext(&data).map_err(|e| e.to_string());
-        self.flush();
-        result?;
-        let Some(tls) = &mut self.tls else {
-            return Ok(None);
-        };
-        let mut plain = BytesMut::new();
-        tls.read_plaintext(&mut plain, usize::MAX)
-            .map_err(|e| e.to_string())?;
-        Ok((!plain.is_empty()).then_some(plain))
-    }
-}
 
 /// The backend side of the session.
 enum Up {
@@ -140,19 +57,6 @@ enum ClientTls {
     Handshaking { starttls: bool },
     /// TLS is up.
     Up,
-}
-
-/// The heartbeat towards the backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Heartbeat {
-    /// Next ping at this instant.
-    Idle { next: Instant },
-    /// A ping is queued, not yet written.
-    Queued,
-    /// A ping was written; its pong is due by this instant.
-    Waiting { deadline: Instant },
-    /// No heartbeat.
-    Off,
 }
 
 /// How the session is ending.
@@ -203,9 +107,7 @@ impl Tcp2WsSession {
         mut entropy: Box<dyn Entropy + Send>,
         now: Instant,
     ) -> Self {
-        let mut id = [0u8; 8];
-        entropy.fill(&mut id);
-        let connection_id = id.iter().map(|b| format!("{b:02x}")).collect();
+        let connection_id = crate::session::new_connection_id(&mut *entropy);
         let implicit = cfg.listener_tls == ListenerTls::Implicit;
         let mut down = Wire::plain();
         let (up, client_tls) = match (implicit, &cfg.server_tls) {
@@ -329,6 +231,11 @@ impl Tcp2WsSession {
         }
         if let Some(plain) = plain {
             self.forward_to_backend(plain, now);
+        }
+        // The client's close_notify is its EOF: the TLS layer stops reading after it, so the socket's
+        // FIN would never be seen.
+        if !self.client_eof && self.down.tls.as_ref().is_some_and(|t| t.peer_closed()) {
+            self.on_client_eof(now);
         }
     }
 
@@ -463,11 +370,7 @@ impl Tcp2WsSession {
         }
         self.hello_sent = true;
         self.last_activity = now;
-        if let Some(interval) = self.cfg.ping_interval {
-            self.heartbeat = Heartbeat::Idle {
-                next: now + interval,
-            };
-        }
+        self.heartbeat = Heartbeat::start(self.cfg.ping_interval, now);
         if self.client_eof {
             // The client closed while we were still dialling; its data went first.
             self.apply_client_eof(now);
@@ -498,18 +401,7 @@ impl Tcp2WsSession {
                 }
                 Event::Text(text) => self.on_control(text.as_str(), now),
                 Event::Ping(_) => {}
-                Event::Pong(_) => {
-                    if let Some(interval) = self.cfg.ping_interval {
-                        if matches!(
-                            self.heartbeat,
-                            Heartbeat::Waiting { .. } | Heartbeat::Queued
-                        ) {
-                            self.heartbeat = Heartbeat::Idle {
-                                next: now + interval,
-                            };
-                        }
-                    }
-                }
+                Event::Pong(_) => self.heartbeat.on_pong(self.cfg.ping_interval, now),
                 Event::Close(frame) => {
                     let reason = match frame {
                         Some(f) if f.code != CloseCode::NORMAL => {
@@ -580,28 +472,8 @@ impl Tcp2WsSession {
 
     /// Moves the WebSocket's output into the backend's TLS layer (bounded, so pings still jump data).
     fn pump_backend_output(&mut self) {
-        let Up::Open(ws) = &mut self.up else { return };
-        let Some(tls) = &mut self.upwire.tls else {
-            return;
-        };
-        while ws.wants_write() && self.upwire.out.len() < TLS_PUMP {
-            let mut slots = [IoSlice::new(&[]); 8];
-            let k = ws.slices(&mut slots);
-            let mut took = 0;
-            for s in &slots[..k] {
-                let n = tls.write_plaintext(s);
-                took += n;
-                if n < s.len() {
-                    break;
-                }
-            }
-            ws.advance(took);
-            while let Some(c) = tls.take_ciphertext() {
-                self.upwire.out.push_data(c, true);
-            }
-            if took == 0 {
-                break;
-            }
+        if let Up::Open(ws) = &mut self.up {
+            self.upwire.pump_ws(ws);
         }
     }
 
@@ -810,26 +682,19 @@ impl Session for Tcp2WsSession {
                     self.close_backend(CloseCode::NORMAL, "eof timeout", EndReason::Normal, now);
                 }
             }
-            match self.heartbeat {
-                Heartbeat::Idle { next } if now >= next => {
-                    if let Some(ws) = self.ws() {
-                        if ws.ping(b"wsbridge").is_ok() {
-                            self.heartbeat = Heartbeat::Queued;
-                        }
-                    }
-                }
-                Heartbeat::Waiting { deadline } if now >= deadline => {
-                    self.heartbeat = Heartbeat::Off;
-                    self.close_backend(
-                        CloseCode::GOING_AWAY,
-                        "pong timeout",
-                        EndReason::Timeout("backend pong"),
-                        now,
-                    );
-                    // The backend is unresponsive: don't wait for its Close.
-                    self.abort(EndReason::Timeout("backend pong"));
-                }
-                _ => {}
+            let ws = match &mut self.up {
+                Up::Open(ws) => Some(&mut **ws),
+                _ => None,
+            };
+            if self.heartbeat.on_timeout(ws, now) == Beat::Dead {
+                self.close_backend(
+                    CloseCode::GOING_AWAY,
+                    "pong timeout",
+                    EndReason::Timeout("backend pong"),
+                    now,
+                );
+                // The backend is unresponsive: don't wait for its Close.
+                self.abort(EndReason::Timeout("backend pong"));
             }
         }
         self.drive(now);
@@ -840,35 +705,26 @@ impl Session for Tcp2WsSession {
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        let mut t: Option<Instant> = None;
-        let mut consider = |x: Option<Instant>| {
-            if let Some(x) = x {
-                t = Some(t.map_or(x, |t| t.min(x)));
-            }
-        };
+        let mut t = Earliest::default();
         match self.ending {
             Ending::Finished => return None,
-            Ending::Flushing { deadline } => consider(Some(deadline)),
+            Ending::Flushing { deadline } => t.consider(Some(deadline)),
             Ending::No => {
                 if !self.hello_sent {
-                    consider(Some(self.created + self.cfg.handshake_timeout));
+                    t.consider(Some(self.created + self.cfg.handshake_timeout));
                 }
-                consider(self.cfg.max_lifetime.map(|l| self.created + l));
+                t.consider(self.cfg.max_lifetime.map(|l| self.created + l));
                 if self.hello_sent {
-                    consider(self.cfg.idle_timeout.map(|i| self.last_activity + i));
+                    t.consider(self.cfg.idle_timeout.map(|i| self.last_activity + i));
                 }
-                consider(self.eof_deadline);
-                match self.heartbeat {
-                    Heartbeat::Idle { next } => consider(Some(next)),
-                    Heartbeat::Waiting { deadline } => consider(Some(deadline)),
-                    Heartbeat::Queued | Heartbeat::Off => {}
-                }
+                t.consider(self.eof_deadline);
+                t.consider(self.heartbeat.deadline());
             }
         }
         if let Up::Open(ws) = &self.up {
-            consider(ws.poll_timeout());
+            t.consider(ws.poll_timeout());
         }
-        t
+        t.0
     }
 
     fn wants_read(&self, leg: Leg) -> bool {
@@ -898,8 +754,8 @@ impl Session for Tcp2WsSession {
     fn slices<'a>(&'a self, leg: Leg, dst: &mut [IoSlice<'a>]) -> usize {
         match leg {
             Leg::Down => self.down.out.slices(dst),
-            Leg::Up => match (&self.up, &self.upwire.tls) {
-                (Up::Open(ws), None) => ws.slices(dst),
+            Leg::Up => match &self.up {
+                Up::Open(ws) => self.upwire.slices_with(Some(ws), dst),
                 _ => self.upwire.out.slices(dst),
             },
         }
@@ -909,21 +765,18 @@ impl Session for Tcp2WsSession {
         match leg {
             Leg::Down => self.down.out.advance(n),
             Leg::Up => {
-                match (&mut self.up, &self.upwire.tls) {
-                    (Up::Open(ws), None) => ws.advance(n),
-                    _ => self.upwire.out.advance(n),
-                }
-                if self.heartbeat == Heartbeat::Queued {
-                    let written = match &self.up {
-                        Up::Open(ws) => !ws.control_pending(),
-                        _ => true,
-                    };
-                    if written {
-                        self.heartbeat = Heartbeat::Waiting {
-                            deadline: now + self.cfg.ping_timeout,
-                        };
+                let pending = match &mut self.up {
+                    Up::Open(ws) => {
+                        self.upwire.advance_with(Some(ws), n);
+                        ws.control_pending()
                     }
-                }
+                    _ => {
+                        self.upwire.out.advance(n);
+                        false
+                    }
+                };
+                self.heartbeat
+                    .on_written(pending, self.cfg.ping_timeout, now);
             }
         }
         self.drive(now);
