@@ -1,0 +1,888 @@
+//! [`Ws2TcpSession`]: one WebSocket client relayed to a TCP (or TLS) target (DESIGN §1.2).
+//!
+//! The life of a session:
+//! 1. **Upgrading**: optional TLS, then the HTTP upgrade, checked against `--path` and `--allow-origin`
+//!    (404 / 403 otherwise);
+//! 2. **Handshake** (dynamic mode only): the greeting goes out, the client's JSON handshake comes in;
+//!    a bad one gets the failure status and Close 1008. Static mode (`--target`) skips this;
+//! 3. **Resolving → Connecting → TargetTls**: the runtime resolves the host; in dynamic mode every
+//!    address is checked against the [policy](super::policy) and only allowed ones are dialled, in order;
+//!    with `tls` the target's certificate is checked. Any failure gets the failure status and Close
+//!    1011 (or 1014 for a bad TLS answer); a denied target gets 1008. `--connect-timeout` bounds it all;
+//! 4. **Relay**: the success status (dynamic mode), then client Text and Binary → target bytes, target
+//!    bytes → Binary. On the `wsbridge.v1` tunnel, Text frames are control instead (`bridge_hello`,
+//!    `eof`), so both directions close independently;
+//! 5. **ending**: both queues are flushed (bounded by the close timeout), then the runtime closes both
+//!    sockets.
+//!
+//! Client data that arrives before the target is connected waits (at most `buffer_size` bytes, then
+//! the client is no longer read). No byte accepted from either side is dropped at close: the side that
+//! closes first gets its queue flushed to the other before the session ends.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use super::config::{Ws2TcpConfig, AT_CAPACITY, BINARY_PROTOCOL, TUNNEL_PROTOCOL};
+use super::protocol::{self, Handshake, TargetProtocol, TunnelControl};
+use crate::front::{CapacitySession, Front, FrontInput, FrontState, Rules};
+use crate::session::{new_connection_id, Action, EndReason, Leg, Session, Traffic};
+use crate::wire::{Beat, Earliest, Heartbeat, Wire};
+use crate::ws::{CloseCode, CloseFrame, Event, Utf8Bytes, WebSocket};
+use crate::Entropy;
+
+/// How the client talks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Socket2Web: greeting, JSON handshake, status, raw relay.
+    Dynamic,
+    /// `--target`: raw relay from the start (websockify).
+    Static,
+    /// `--target` with the `wsbridge.v1` subprotocol: Binary is data, Text is control.
+    Tunnel,
+}
+
+/// Where the target side is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stage {
+    /// Before the 101.
+    Upgrading,
+    /// Dynamic mode: waiting for the client's handshake.
+    Handshake,
+    /// The runtime resolves the target's name.
+    Resolving,
+    /// Dialling `addrs[next - 1]`.
+    Connecting { addrs: Vec<SocketAddr>, next: usize },
+    /// TLS handshake with the target.
+    TargetTls,
+    /// Bytes flow.
+    Relay,
+    /// Nothing more happens towards the target.
+    Over,
+}
+
+/// How the session is ending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    No,
+    Flushing { deadline: Instant },
+    Finished,
+}
+
+/// See the module docs.
+pub struct Ws2TcpSession {
+    cfg: Arc<Ws2TcpConfig>,
+    id: String,
+    peer: SocketAddr,
+    created: Instant,
+    kind: Kind,
+    stage: Stage,
+
+    front: Front,
+    /// Relay status sent (success or failure): no second one.
+    status_sent: bool,
+
+    protocol: TargetProtocol,
+    host: String,
+    port: u16,
+    connect_deadline: Option<Instant>,
+    /// Who the tunnel's far client is (from `bridge_hello`).
+    tunnel_client: Option<String>,
+
+    /// Client data waiting for the target to connect.
+    pending: VecDeque<Bytes>,
+    pending_len: usize,
+    upwire: Wire,
+    /// No more bytes go to the target: shut its write side once flushed.
+    up_write_closed: bool,
+    /// The target finished sending.
+    up_eof: bool,
+    /// The client finished sending (tunnel `eof`, Close, or end of stream).
+    client_done: bool,
+
+    heartbeat: Heartbeat,
+    last_activity: Instant,
+    ending: Ending,
+    end: Option<EndReason>,
+    actions: VecDeque<Action>,
+    traffic: Traffic,
+}
+
+impl Ws2TcpSession {
+    /// A session for a client accepted at `now` from `peer`. `entropy` makes the connection id.
+    pub fn new(
+        cfg: Arc<Ws2TcpConfig>,
+        peer: SocketAddr,
+        mut entropy: Box<dyn Entropy + Send>,
+        now: Instant,
+    ) -> Self {
+        let id = new_connection_id(&mut *entropy);
+        let tls = cfg.server_tls.as_ref().map(|f| f());
+        let front = Front::new(tls, &cfg.ws);
+        let (kind, host, port) = match &cfg.target {
+            Some(t) => (Kind::Static, t.host.clone(), t.port),
+            None => (Kind::Dynamic, String::new(), 0),
+        };
+        Ws2TcpSession {
+            id,
+            peer,
+            created: now,
+            kind,
+            stage: Stage::Upgrading,
+            front,
+            status_sent: false,
+            protocol: TargetProtocol::Tcp,
+            host,
+            port,
+            connect_deadline: None,
+            tunnel_client: None,
+            pending: VecDeque::new(),
+            pending_len: 0,
+            upwire: Wire::plain(),
+            up_write_closed: false,
+            up_eof: false,
+            client_done: false,
+            heartbeat: Heartbeat::Off,
+            last_activity: now,
+            ending: Ending::No,
+            end: None,
+            actions: VecDeque::new(),
+            traffic: Traffic::default(),
+            cfg,
+        }
+    }
+
+    /// The client's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// On the tunnel: the far client (`ip:port`) and its `tcp2ws` connection id, from `bridge_hello`.
+    pub fn tunnel_client(&self) -> Option<&str> {
+        self.tunnel_client.as_deref()
+    }
+
+    /// The target the client asked for (or the static one), once known.
+    pub fn target(&self) -> Option<(&str, u16)> {
+        (self.port != 0).then_some((self.host.as_str(), self.port))
+    }
+
+    fn ws(&mut self) -> Option<&mut WebSocket> {
+        self.front.ws()
+    }
+
+    fn subprotocols(&self) -> &'static [&'static str] {
+        match self.kind {
+            Kind::Dynamic => &[],
+            Kind::Static | Kind::Tunnel => &[TUNNEL_PROTOCOL, BINARY_PROTOCOL],
+        }
+    }
+
+    // ---- ending ----
+
+    fn end_with(&mut self, reason: EndReason, now: Instant) {
+        self.end.get_or_insert(reason);
+        if self.ending == Ending::No {
+            self.ending = Ending::Flushing {
+                deadline: now + self.cfg.ws.close_timeout,
+            };
+        }
+        self.shut_target();
+    }
+
+    fn abort(&mut self, reason: EndReason) {
+        self.end.get_or_insert(reason);
+        self.ending = Ending::Finished;
+    }
+
+    /// Closes the client's WebSocket with `code` and ends the session (what is queued still goes).
+    fn close_client(&mut self, code: CloseCode, reason: &str, end: EndReason, now: Instant) {
+        if let Some(ws) = self.ws() {
+            let _ = ws.close(Some(&CloseFrame::new(code, reason)), now);
+        }
+        self.end_with(end, now);
+    }
+
+    /// A refused handshake or a failed connect: the failure status (dynamic mode), then a Close.
+    fn fail(&mut self, code: CloseCode, reason: String, end: EndReason, now: Instant) {
+        if self.kind == Kind::Dynamic && !self.status_sent {
+            self.status_sent = true;
+            let status = protocol::failure(&reason);
+            if let Some(ws) = self.ws() {
+                let _ = ws.send_text(Utf8Bytes::from(status));
+            }
+        }
+        if !matches!(self.stage, Stage::Relay) {
+            // Whatever was dialled is abandoned; client data that waited for it is dropped with it.
+            self.stage = Stage::Over;
+            self.upwire.discard();
+            self.pending.clear();
+            self.pending_len = 0;
+        }
+        self.close_client(code, &reason, end, now);
+    }
+
+    fn upstream_failed(&mut self, code: CloseCode, why: String, now: Instant) {
+        self.fail(code, why.clone(), EndReason::Upstream(why), now);
+    }
+
+    fn refused(&mut self, why: String, now: Instant) {
+        self.fail(CloseCode::POLICY, why.clone(), EndReason::Policy(why), now);
+    }
+
+    /// No more bytes go to the target: what is queued goes, then (TLS) close_notify, then FIN.
+    fn shut_target(&mut self) {
+        if !self.up_write_closed {
+            self.up_write_closed = true;
+            self.flush_pending();
+            self.upwire.close_notify();
+        }
+    }
+
+    fn update_finished(&mut self) {
+        if let Ending::Flushing { .. } = self.ending {
+            let up_flushed = self.upwire.queued() == 0 || self.stage != Stage::Relay;
+            if self.front.done() && up_flushed {
+                self.ending = Ending::Finished;
+            }
+        }
+    }
+
+    // ---- the client leg ----
+
+    fn on_upgraded(&mut self, protocol: Option<String>, now: Instant) {
+        self.heartbeat = Heartbeat::start(self.cfg.ping_interval, now);
+        self.last_activity = now;
+        match self.kind {
+            Kind::Dynamic => {
+                self.stage = Stage::Handshake;
+                if let Some(ws) = self.ws() {
+                    let _ = ws.send_text(Utf8Bytes::from(protocol::GREETING));
+                }
+            }
+            Kind::Static | Kind::Tunnel => {
+                if protocol.as_deref() == Some(TUNNEL_PROTOCOL) {
+                    self.kind = Kind::Tunnel;
+                }
+                self.start_connect(now);
+            }
+        }
+    }
+
+    fn on_handshake(&mut self, text: &str, now: Instant) {
+        match Handshake::parse(text) {
+            Ok(h) => {
+                if h.protocol == TargetProtocol::Tls && self.cfg.target_tls.is_none() {
+                    return self.refused("the tls protocol is not enabled here".into(), now);
+                }
+                self.protocol = h.protocol;
+                self.host = h.host;
+                self.port = h.port;
+                self.start_connect(now);
+            }
+            Err(why) => self.refused(why, now),
+        }
+    }
+
+    fn start_connect(&mut self, now: Instant) {
+        self.stage = Stage::Resolving;
+        self.connect_deadline = Some(now + self.cfg.connect_timeout);
+        self.actions.push_back(Action::Resolve {
+            host: self.host.clone(),
+            port: self.port,
+        });
+    }
+
+    /// Client data: to the target when relaying, else held until it is.
+    fn client_data(&mut self, data: Bytes, now: Instant) {
+        if data.is_empty() || self.up_write_closed {
+            return;
+        }
+        self.last_activity = now;
+        match self.stage {
+            Stage::Relay => {
+                self.traffic.down_to_up += data.len() as u64;
+                self.upwire.send(data);
+            }
+            Stage::Resolving | Stage::Connecting { .. } | Stage::TargetTls => {
+                self.pending_len += data.len();
+                self.pending.push_back(data);
+            }
+            _ => {}
+        }
+    }
+
+    fn flush_pending(&mut self) {
+        if self.stage != Stage::Relay {
+            return;
+        }
+        while let Some(data) = self.pending.pop_front() {
+            self.traffic.down_to_up += data.len() as u64;
+            self.upwire.send(data);
+        }
+        self.pending_len = 0;
+    }
+
+    /// The client sent all it will: the target's write side is shut once its queue is flushed.
+    fn client_finished(&mut self, now: Instant) {
+        self.client_done = true;
+        match self.stage {
+            Stage::Relay => {
+                self.shut_target();
+                if self.up_eof {
+                    self.close_client(CloseCode::NORMAL, "", EndReason::Normal, now);
+                }
+            }
+            Stage::Resolving | Stage::Connecting { .. } | Stage::TargetTls => {
+                // Tunnel `eof` while dialling: applied when the relay starts.
+            }
+            _ => self.end_with(EndReason::Normal, now),
+        }
+    }
+
+    /// Whether the client's next data event has somewhere to go.
+    fn room_for_client_data(&self) -> bool {
+        match self.stage {
+            Stage::Relay => self.upwire.queued() < self.cfg.buffer_size,
+            Stage::Resolving | Stage::Connecting { .. } | Stage::TargetTls => {
+                self.pending_len < self.cfg.buffer_size
+            }
+            _ => true,
+        }
+    }
+
+    /// Handles the client's events while their data has room.
+    fn pump_client_events(&mut self, now: Instant) {
+        loop {
+            if !self.room_for_client_data() {
+                return;
+            }
+            let FrontState::Open(ws) = &mut self.front.state else {
+                return;
+            };
+            let Some(event) = ws.poll_event() else { return };
+            match event {
+                Event::Binary { data, .. } => {
+                    if self.stage == Stage::Handshake {
+                        return self
+                            .refused("expected the handshake as a Text message".into(), now);
+                    }
+                    self.client_data(data, now);
+                }
+                Event::Text(text) => {
+                    if self.stage == Stage::Handshake {
+                        self.on_handshake(text.as_str(), now);
+                    } else if self.kind == Kind::Tunnel {
+                        self.on_tunnel_control(text.as_str(), now);
+                    } else {
+                        self.client_data(text.as_bytes().clone(), now);
+                    }
+                }
+                Event::Ping(_) => {}
+                Event::Pong(_) => self.heartbeat.on_pong(self.cfg.ping_interval, now),
+                Event::Close(frame) => {
+                    let reason = match frame {
+                        Some(f)
+                            if f.code != CloseCode::NORMAL && f.code != CloseCode::GOING_AWAY =>
+                        {
+                            EndReason::PeerError(Leg::Down, format!("client closed with {f}"))
+                        }
+                        _ => EndReason::Normal,
+                    };
+                    self.client_done = true;
+                    self.end_with(reason, now);
+                }
+                Event::Failed(e) => {
+                    self.client_done = true;
+                    self.end_with(EndReason::PeerError(Leg::Down, e.to_string()), now);
+                }
+                Event::Eof => {
+                    self.client_done = true;
+                    self.end_with(
+                        EndReason::PeerError(Leg::Down, "closed without a Close frame".into()),
+                        now,
+                    );
+                }
+            }
+        }
+    }
+
+    fn on_tunnel_control(&mut self, text: &str, now: Instant) {
+        match TunnelControl::parse(text) {
+            Ok(TunnelControl::Hello {
+                client,
+                connection_id,
+            }) => self.tunnel_client = Some(format!("{client} conn={connection_id}")),
+            Ok(TunnelControl::Eof) => self.client_finished(now),
+            Ok(TunnelControl::Other(_)) => {}
+            Err(why) => self.close_client(
+                CloseCode::POLICY,
+                &why,
+                EndReason::PeerError(Leg::Down, why.clone()),
+                now,
+            ),
+        }
+    }
+
+    // ---- the target leg ----
+
+    fn start_relay(&mut self, now: Instant) {
+        self.stage = Stage::Relay;
+        self.connect_deadline = None;
+        self.last_activity = now;
+        if self.kind == Kind::Dynamic {
+            self.status_sent = true;
+            if let Some(ws) = self.ws() {
+                let _ = ws.send_text(Utf8Bytes::from(protocol::success()));
+            }
+        }
+        self.flush_pending();
+        if self.client_done {
+            self.shut_target();
+        }
+    }
+
+    fn on_target_bytes(&mut self, data: BytesMut, now: Instant) {
+        let handshaking = self.stage == Stage::TargetTls;
+        let plain = match self.upwire.receive(data) {
+            Ok(p) => p,
+            Err(e) if handshaking => {
+                return self.upstream_failed(
+                    CloseCode::BAD_GATEWAY,
+                    format!("TLS with the target failed: {e}"),
+                    now,
+                )
+            }
+            Err(e) => {
+                return self.close_client(
+                    CloseCode::BAD_GATEWAY,
+                    "TLS with the target failed",
+                    EndReason::Upstream(format!("target TLS: {e}")),
+                    now,
+                )
+            }
+        };
+        if handshaking && !self.upwire.handshaking() {
+            self.start_relay(now);
+        }
+        let Some(plain) = plain else { return };
+        if self.stage != Stage::Relay || plain.is_empty() {
+            return;
+        }
+        self.last_activity = now;
+        let n = plain.len() as u64;
+        if let Some(ws) = self.front.ws() {
+            if ws.send_binary(plain.freeze(), true).is_ok() {
+                self.traffic.up_to_down += n;
+            }
+        }
+    }
+
+    fn on_target_eof(&mut self, now: Instant) {
+        match self.stage {
+            Stage::Relay => {
+                self.up_eof = true;
+                match self.kind {
+                    Kind::Tunnel if !self.client_done => {
+                        if let Some(ws) = self.ws() {
+                            let _ = ws.send_text(Utf8Bytes::from(crate::tcp2ws::control::eof()));
+                        }
+                    }
+                    _ => self.close_client(
+                        CloseCode::NORMAL,
+                        "target closed the connection",
+                        EndReason::Normal,
+                        now,
+                    ),
+                }
+            }
+            Stage::TargetTls => self.upstream_failed(
+                CloseCode::BAD_GATEWAY,
+                "the target closed the connection during the TLS handshake".into(),
+                now,
+            ),
+            _ => {}
+        }
+    }
+
+    /// Runs after every input: client events, output pumping, finishing.
+    fn drive(&mut self, now: Instant) {
+        self.pump_client_events(now);
+        self.front.pump();
+        self.upwire.flush();
+        self.update_finished();
+    }
+}
+
+impl Session for Ws2TcpSession {
+    fn handle_input(&mut self, leg: Leg, data: BytesMut, now: Instant) {
+        match leg {
+            Leg::Down => {
+                let cfg = self.cfg.clone();
+                let origin_ok = |o: Option<&str>| cfg.origin_allowed(o);
+                let rules = Rules {
+                    path: cfg.path.as_deref(),
+                    origin_ok: &origin_ok,
+                    protocols: self.subprotocols(),
+                    ws: &cfg.ws,
+                };
+                match self.front.handle_input(data, &rules) {
+                    FrontInput::Nothing => {}
+                    FrontInput::Upgraded { protocol, .. } => self.on_upgraded(protocol, now),
+                    FrontInput::Refused(e, why) => {
+                        self.stage = Stage::Over;
+                        let reason = format!("upgrade refused with {}: {why}", e.status);
+                        self.end_with(EndReason::Policy(reason), now);
+                    }
+                    FrontInput::Failed(why) => {
+                        self.stage = Stage::Over;
+                        self.abort(EndReason::PeerError(Leg::Down, why));
+                    }
+                }
+            }
+            Leg::Up => self.on_target_bytes(data, now),
+        }
+        self.drive(now);
+    }
+
+    fn handle_eof(&mut self, leg: Leg, now: Instant) {
+        match leg {
+            Leg::Down => match self.ws() {
+                Some(ws) => ws.handle_eof(),
+                None => {
+                    // Gone before the upgrade (or after a refusal was written).
+                    self.stage = Stage::Over;
+                    self.end_with(EndReason::Normal, now);
+                    self.front.discard();
+                }
+            },
+            Leg::Up => self.on_target_eof(now),
+        }
+        self.drive(now);
+    }
+
+    fn handle_io_error(&mut self, leg: Leg, error: std::io::ErrorKind, now: Instant) {
+        let why = format!("socket error: {error}");
+        match leg {
+            Leg::Down => {
+                self.front.discard();
+                self.client_done = true;
+                self.end_with(EndReason::PeerError(Leg::Down, why), now);
+            }
+            Leg::Up => {
+                self.upwire.discard();
+                self.up_eof = true;
+                if self.stage == Stage::Relay {
+                    self.stage = Stage::Over;
+                    self.close_client(
+                        CloseCode::INTERNAL,
+                        "target connection lost",
+                        EndReason::Upstream(why),
+                        now,
+                    );
+                } else {
+                    self.upstream_failed(CloseCode::INTERNAL, format!("target {why}"), now);
+                }
+            }
+        }
+        self.drive(now);
+    }
+
+    fn handle_resolved(&mut self, result: Result<Vec<SocketAddr>, String>, now: Instant) {
+        if self.stage != Stage::Resolving || self.ending != Ending::No {
+            return;
+        }
+        let target = if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        match result {
+            Ok(mut addrs) if !addrs.is_empty() => {
+                addrs.dedup();
+                if self.kind == Kind::Dynamic {
+                    let mut denied = None;
+                    addrs.retain(|a| match self.cfg.policy.check(*a) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            denied.get_or_insert(e);
+                            false
+                        }
+                    });
+                    if addrs.is_empty() {
+                        let why = denied.map_or_else(String::new, |d| d.0);
+                        self.refused(format!("target {target} is not allowed: {why}"), now);
+                        return self.drive(now);
+                    }
+                }
+                self.actions.push_back(Action::Connect(addrs[0]));
+                self.stage = Stage::Connecting { addrs, next: 1 };
+            }
+            Ok(_) => self.upstream_failed(
+                CloseCode::INTERNAL,
+                format!("{target} resolved to no address"),
+                now,
+            ),
+            Err(e) => self.upstream_failed(
+                CloseCode::INTERNAL,
+                format!("cannot resolve {target}: {e}"),
+                now,
+            ),
+        }
+        self.drive(now);
+    }
+
+    fn handle_connected(&mut self, now: Instant) {
+        if !matches!(self.stage, Stage::Connecting { .. }) || self.ending != Ending::No {
+            return;
+        }
+        if self.protocol == TargetProtocol::Tls {
+            let tls = self.cfg.target_tls.as_ref().map(|f| f(&self.host));
+            match tls {
+                Some(Ok(tls)) => {
+                    self.upwire = Wire::with_tls(Some(tls));
+                    self.stage = Stage::TargetTls;
+                }
+                Some(Err(e)) => self.upstream_failed(
+                    CloseCode::BAD_GATEWAY,
+                    format!("TLS to {}: {e}", self.host),
+                    now,
+                ),
+                None => self.refused("the tls protocol is not enabled here".into(), now),
+            }
+        } else {
+            self.start_relay(now);
+        }
+        self.drive(now);
+    }
+
+    fn handle_connect_failed(&mut self, error: std::io::ErrorKind, now: Instant) {
+        let Stage::Connecting { addrs, next } = &mut self.stage else {
+            return;
+        };
+        if let Some(addr) = addrs.get(*next).copied() {
+            *next += 1;
+            self.actions.push_back(Action::Connect(addr));
+            return;
+        }
+        let last = addrs.last().copied();
+        let why = match last {
+            Some(a) => format!("cannot connect to {a}: {error}"),
+            None => format!("cannot connect: {error}"),
+        };
+        self.upstream_failed(CloseCode::INTERNAL, why, now);
+        self.drive(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        if let Some(ws) = self.ws() {
+            ws.handle_timeout(now);
+        }
+        if let Ending::Flushing { deadline } = self.ending {
+            if now >= deadline {
+                self.ending = Ending::Finished;
+                return;
+            }
+        }
+        if self.ending == Ending::No {
+            let handshake_due = now >= self.created + self.cfg.handshake_timeout;
+            match self.stage {
+                Stage::Upgrading if handshake_due => {
+                    self.stage = Stage::Over;
+                    self.abort(EndReason::Timeout("upgrade"));
+                    return;
+                }
+                Stage::Handshake if handshake_due => {
+                    let why = "no handshake before the timeout".to_owned();
+                    self.fail(CloseCode::POLICY, why, EndReason::Timeout("handshake"), now);
+                }
+                Stage::Resolving | Stage::Connecting { .. } | Stage::TargetTls
+                    if self.connect_deadline.is_some_and(|d| now >= d) =>
+                {
+                    let why = format!(
+                        "connect timeout: no connection to the target within {:?}",
+                        self.cfg.connect_timeout
+                    );
+                    self.fail(
+                        CloseCode::INTERNAL,
+                        why.clone(),
+                        EndReason::Upstream(why),
+                        now,
+                    );
+                }
+                _ => {}
+            }
+        }
+        if self.ending == Ending::No {
+            if let Some(life) = self.cfg.max_lifetime {
+                if now >= self.created + life {
+                    self.close_client(
+                        CloseCode::GOING_AWAY,
+                        "max lifetime",
+                        EndReason::Timeout("lifetime"),
+                        now,
+                    );
+                }
+            }
+        }
+        if self.ending == Ending::No && self.stage == Stage::Relay {
+            if let Some(idle) = self.cfg.idle_timeout {
+                if now >= self.last_activity + idle {
+                    self.close_client(
+                        CloseCode::NORMAL,
+                        "idle timeout",
+                        EndReason::Timeout("idle"),
+                        now,
+                    );
+                }
+            }
+        }
+        if self.ending == Ending::No
+            && self.heartbeat.on_timeout(self.front.ws(), now) == Beat::Dead
+        {
+            self.close_client(
+                CloseCode::GOING_AWAY,
+                "pong timeout",
+                EndReason::Timeout("client pong"),
+                now,
+            );
+            // The client is unresponsive: don't wait for its Close.
+            self.abort(EndReason::Timeout("client pong"));
+        }
+        self.drive(now);
+    }
+
+    fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        let mut t = Earliest::default();
+        match self.ending {
+            Ending::Finished => return None,
+            Ending::Flushing { deadline } => t.consider(Some(deadline)),
+            Ending::No => {
+                if matches!(self.stage, Stage::Upgrading | Stage::Handshake) {
+                    t.consider(Some(self.created + self.cfg.handshake_timeout));
+                }
+                t.consider(self.connect_deadline);
+                t.consider(self.cfg.max_lifetime.map(|l| self.created + l));
+                if self.stage == Stage::Relay {
+                    t.consider(self.cfg.idle_timeout.map(|i| self.last_activity + i));
+                }
+                t.consider(self.heartbeat.deadline());
+            }
+        }
+        if let Some(ws) = self.front.ws_ref() {
+            t.consider(ws.poll_timeout());
+        }
+        t.0
+    }
+
+    fn wants_read(&self, leg: Leg) -> bool {
+        if self.ending == Ending::Finished {
+            return false;
+        }
+        match leg {
+            Leg::Down => self.front.wants_read(),
+            Leg::Up => match self.stage {
+                Stage::TargetTls => self.upwire.wants_read(),
+                Stage::Relay => {
+                    !self.up_eof
+                        && self.front.ws_ref().is_some_and(|ws| ws.is_open())
+                        && self.front.queued() < self.cfg.buffer_size
+                        && self.upwire.wants_read()
+                }
+                _ => false,
+            },
+        }
+    }
+
+    fn slices<'a>(&'a self, leg: Leg, dst: &mut [IoSlice<'a>]) -> usize {
+        match leg {
+            Leg::Down => self.front.slices(dst),
+            Leg::Up => self.upwire.out.slices(dst),
+        }
+    }
+
+    fn advance(&mut self, leg: Leg, n: usize, now: Instant) {
+        match leg {
+            Leg::Down => {
+                self.front.advance(n);
+                let pending = self.front.ws_ref().is_some_and(|ws| ws.control_pending());
+                self.heartbeat
+                    .on_written(pending, self.cfg.ping_timeout, now);
+            }
+            Leg::Up => self.upwire.out.advance(n),
+        }
+        self.drive(now);
+    }
+
+    fn write_closed(&self, leg: Leg) -> bool {
+        match leg {
+            Leg::Down => self.front.write_closed(),
+            Leg::Up => self.up_write_closed && self.upwire.queued() == 0,
+        }
+    }
+
+    fn is_finished(&self) -> bool {
+        self.ending == Ending::Finished
+    }
+
+    fn connection_id(&self) -> &str {
+        &self.id
+    }
+
+    fn end_reason(&self) -> Option<&EndReason> {
+        self.end.as_ref()
+    }
+
+    fn traffic(&self) -> Traffic {
+        self.traffic
+    }
+}
+
+/// Makes the sessions of a `ws2tcp` listener.
+#[derive(Debug, Clone)]
+pub struct Ws2TcpFactory(pub Arc<Ws2TcpConfig>);
+
+impl crate::session::SessionFactory for Ws2TcpFactory {
+    fn session(
+        &self,
+        peer: SocketAddr,
+        entropy: Box<dyn Entropy + Send>,
+        now: Instant,
+    ) -> Box<dyn Session + Send> {
+        Box::new(Ws2TcpSession::new(self.0.clone(), peer, entropy, now))
+    }
+
+    fn over_capacity(
+        &self,
+        _: SocketAddr,
+        mut entropy: Box<dyn Entropy + Send>,
+        now: Instant,
+    ) -> Option<Box<dyn Session + Send>> {
+        let cfg = &self.0;
+        let protocols = match cfg.target {
+            Some(_) => vec![TUNNEL_PROTOCOL, BINARY_PROTOCOL],
+            None => Vec::new(),
+        };
+        Some(Box::new(CapacitySession::new(
+            new_connection_id(&mut *entropy),
+            cfg.server_tls.as_ref().map(|f| f()),
+            &cfg.ws,
+            protocols,
+            AT_CAPACITY,
+            cfg.handshake_timeout,
+            now,
+        )))
+    }
+
+    fn mode(&self) -> &'static str {
+        "ws2tcp"
+    }
+}
