@@ -13,10 +13,11 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use wsbridge_core::http::headers::{is_field_value, is_token};
-use wsbridge_core::tcp2ws::config::{ClientTlsFactory, ServerTlsFactory};
 use wsbridge_core::tcp2ws::{HalfClose, ListenerTls, Tcp2WsConfig, Tcp2WsFactory};
 use wsbridge_core::tls::{client_config, server_config, RustlsSession, TlsSession};
+use wsbridge_core::tls::{ClientTlsFactory, ServerTlsFactory};
 use wsbridge_core::url::WsUrl;
+use wsbridge_core::ws2tcp::{StaticTarget, TargetPolicy, Ws2TcpConfig, Ws2TcpFactory};
 
 use crate::driver::{ListenerSpec, RuntimeOptions, Server};
 use crate::log::{self, Level, Val};
@@ -126,8 +127,8 @@ impl From<LogLevel> for Level {
 pub enum Command {
     /// Accept TCP clients (plain, implicit TLS or STARTTLS) and give each its own WebSocket to a backend
     Tcp2ws(Box<Tcp2WsArgs>),
-    /// Accept WebSockets and relay to TCP targets (not implemented yet)
-    Ws2tcp(NotYet),
+    /// Accept WebSockets and relay each to a TCP or TLS target (Socket2Web JSON handshake, or a fixed --target)
+    Ws2tcp(Box<Ws2TcpArgs>),
     /// Accept WebSockets and relay messages as HTTP POSTs (not implemented yet)
     Ws2http(NotYet),
     /// Check a config file and exit (not implemented yet)
@@ -261,6 +262,124 @@ pub struct Tcp2WsArgs {
     pub eof_timeout: Duration,
 }
 
+/// `wsbridge ws2tcp` flags.
+#[derive(Debug, Args)]
+pub struct Ws2TcpArgs {
+    /// Address to accept WebSocket clients on
+    #[arg(
+        long,
+        env = "WSBRIDGE_LISTEN",
+        value_name = "ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: String,
+
+    /// Socket2Web compatibility: the listen address's IP (alias of the host part of --listen)
+    #[arg(long, env = "WSBRIDGE_IP", value_name = "IP")]
+    pub ip: Option<String>,
+
+    /// Socket2Web compatibility: the listen port (alias of the port part of --listen)
+    #[arg(long, env = "WSBRIDGE_PORT", value_name = "PORT")]
+    pub port: Option<u16>,
+
+    /// Certificate chain (PEM) for wss:// towards clients. Repeat together with --tls-key for several
+    /// names (picked by SNI, first is the default)
+    #[arg(long, env = "WSBRIDGE_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Vec<PathBuf>,
+
+    /// Private key (PEM) of the --tls-cert at the same position
+    #[arg(long, env = "WSBRIDGE_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Vec<PathBuf>,
+
+    /// Static mode: relay every client to this HOST:PORT, without greeting or handshake (websockify
+    /// compatible; the wsbridge.v1 tunnel from tcp2ws). The operator's target is trusted
+    #[arg(long, env = "WSBRIDGE_TARGET", value_name = "HOST:PORT", value_parser = parse_target)]
+    pub target: Option<StaticTarget>,
+
+    /// Extra trust roots (PEM) for the "tls" protocol towards targets, on top of the Mozilla roots
+    #[arg(long, env = "WSBRIDGE_TARGET_CA", value_name = "PEM")]
+    pub target_ca: Option<PathBuf>,
+
+    /// Allow dynamic targets in CIDR[:PORTS] (repeatable; in the environment space-separated). With any
+    /// --allow only the listed ranges are allowed; without, public unicast addresses are
+    #[arg(
+        long,
+        env = "WSBRIDGE_ALLOW",
+        value_name = "CIDR[:PORTS]",
+        value_delimiter = ' '
+    )]
+    pub allow: Vec<String>,
+
+    /// Deny dynamic targets in CIDR[:PORTS] (repeatable; in the environment space-separated); wins over --allow
+    #[arg(
+        long,
+        env = "WSBRIDGE_DENY",
+        value_name = "CIDR[:PORTS]",
+        value_delimiter = ' '
+    )]
+    pub deny: Vec<String>,
+
+    /// Browser Origin allowed to connect (repeatable; in the environment comma-separated). Other
+    /// origins get 403; without the flag any origin may connect
+    #[arg(
+        long,
+        env = "WSBRIDGE_ALLOW_ORIGIN",
+        value_name = "ORIGIN",
+        value_delimiter = ','
+    )]
+    pub allow_origin: Vec<String>,
+
+    /// Serve upgrades on this path only (others get 404) [default: any path]
+    #[arg(long, env = "WSBRIDGE_PATH", value_name = "PATH")]
+    pub path: Option<String>,
+
+    /// Seconds from accept through the upgrade to the client's handshake
+    #[arg(long, env = "WSBRIDGE_TIMEOUT", value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub timeout: Duration,
+
+    /// Seconds to resolve, connect to and (tls) handshake with the target
+    #[arg(long, env = "WSBRIDGE_CONNECT_TIMEOUT", value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub connect_timeout: Duration,
+
+    /// Seconds without payload either way before the connection is closed (0 = off)
+    #[arg(long, env = "WSBRIDGE_IDLE_TIMEOUT", value_name = "SECS", default_value = "300", value_parser = parse_secs)]
+    pub idle_timeout: Duration,
+
+    /// Seconds a connection may last at most (0 = off)
+    #[arg(long, env = "WSBRIDGE_MAX_LIFETIME", value_name = "SECS", default_value = "3600", value_parser = parse_secs)]
+    pub max_lifetime: Duration,
+
+    /// Seconds between WebSocket Pings to the client (0 = off)
+    #[arg(long, env = "WSBRIDGE_PING_INTERVAL", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub ping_interval: Duration,
+
+    /// Seconds the client has to answer a Ping, counted from when it was written
+    #[arg(long, env = "WSBRIDGE_PING_TIMEOUT", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub ping_timeout: Duration,
+
+    /// Bytes buffered per direction before the sending side stops being read
+    #[arg(
+        long,
+        env = "WSBRIDGE_BUFFER_SIZE",
+        value_name = "BYTES",
+        default_value_t = 65536
+    )]
+    pub buffer_size: usize,
+
+    /// Connections open at once, counted from accept; over it a client gets Close 1013
+    #[arg(
+        long,
+        env = "WSBRIDGE_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 1000
+    )]
+    pub max_connections: usize,
+}
+
+fn parse_target(s: &str) -> Result<StaticTarget, String> {
+    StaticTarget::parse(s)
+}
+
 fn parse_url(s: &str) -> Result<WsUrl, String> {
     WsUrl::parse(s).map_err(|e| e.to_string())
 }
@@ -344,6 +463,90 @@ fn listen_addr(listen: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("--listen {listen}: resolves to no address"))
 }
 
+/// The TLS server sessions of a listener from its `--tls-cert`/`--tls-key` pairs (`None` without them).
+fn server_tls(certs: &[PathBuf], keys: &[PathBuf]) -> Result<Option<ServerTlsFactory>, String> {
+    if certs.len() != keys.len() {
+        return Err(format!(
+            "--tls-cert and --tls-key come in pairs: got {} certificate(s) and {} key(s)",
+            certs.len(),
+            keys.len()
+        ));
+    }
+    if !certs.is_empty() {
+        let mut pairs = Vec::with_capacity(certs.len());
+        for (cert, key) in certs.iter().zip(keys) {
+            let chain = load_certs(cert).map_err(|e| format!("--tls-cert {e}"))?;
+            let key = load_private_key(key).map_err(|e| format!("--tls-key {e}"))?;
+            pairs.push((chain, key));
+        }
+        let config = server_config(pairs).map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+        // Made once here so that the factory below cannot fail later.
+        RustlsSession::server(config.clone()).map_err(|e| format!("TLS server settings: {e}"))?;
+        let factory: ServerTlsFactory = Arc::new(move || {
+            let session =
+                RustlsSession::server(config.clone()).expect("the config was checked at startup");
+            Box::new(session) as Box<dyn TlsSession>
+        });
+        return Ok(Some(factory));
+    }
+    Ok(None)
+}
+
+/// TLS client sessions trusting the Mozilla roots plus the PEM file of `flag`, if given.
+fn client_tls(flag: &str, ca: Option<&PathBuf>) -> Result<ClientTlsFactory, String> {
+    let roots = match ca {
+        Some(path) => load_certs(path).map_err(|e| format!("{flag} {e}"))?,
+        None => Vec::new(),
+    };
+    let config = client_config(roots).map_err(|e| format!("{flag}: {e}"))?;
+    Ok(Arc::new(move |name: &str| {
+        RustlsSession::client(config.clone(), name).map(|s| Box::new(s) as Box<dyn TlsSession>)
+    }))
+}
+
+/// Builds and validates the `ws2tcp` settings (loading the PEM files); the error names the flag or file.
+pub fn ws2tcp_config(args: &Ws2TcpArgs) -> Result<(SocketAddr, Ws2TcpConfig), String> {
+    let listen = match (&args.ip, args.port) {
+        (None, None) => args.listen.clone(),
+        (ip, port) => {
+            let default = listen_addr(&args.listen)?;
+            let ip = match ip {
+                Some(ip) => ip
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .map_err(|_| format!("--ip {ip}: not an IP address"))?,
+                None => default.ip(),
+            };
+            SocketAddr::new(ip, port.unwrap_or(default.port())).to_string()
+        }
+    };
+    let bind = listen_addr(&listen)?;
+    let mut cfg = Ws2TcpConfig::new(&listen);
+    cfg.target = args.target.clone();
+    cfg.policy = TargetPolicy::parse(&args.allow, &args.deny)?;
+    cfg.allowed_origins = args
+        .allow_origin
+        .iter()
+        .map(|o| o.trim().to_owned())
+        .collect();
+    cfg.path = args.path.clone();
+    cfg.handshake_timeout = args.timeout;
+    cfg.connect_timeout = args.connect_timeout;
+    cfg.idle_timeout = off_if_zero(args.idle_timeout);
+    cfg.max_lifetime = off_if_zero(args.max_lifetime);
+    cfg.ping_interval = off_if_zero(args.ping_interval);
+    cfg.ping_timeout = args.ping_timeout;
+    cfg.buffer_size = args.buffer_size;
+    if args.max_connections == 0 {
+        return Err("--max-connections must be at least 1".into());
+    }
+    cfg.server_tls = server_tls(&args.tls_cert, &args.tls_key)?;
+    cfg.target_tls = Some(client_tls("--target-ca", args.target_ca.as_ref())?);
+    cfg.validate()?;
+    Ok((bind, cfg))
+}
+
 /// Builds and validates the `tcp2ws` settings (loading the PEM files); the error names the flag or file.
 pub fn tcp2ws_config(args: &Tcp2WsArgs) -> Result<(SocketAddr, Tcp2WsConfig), String> {
     let bind = listen_addr(&args.listen)?;
@@ -374,30 +577,7 @@ pub fn tcp2ws_config(args: &Tcp2WsArgs) -> Result<(SocketAddr, Tcp2WsConfig), St
         return Err("--max-connections must be at least 1".into());
     }
 
-    if args.tls_cert.len() != args.tls_key.len() {
-        return Err(format!(
-            "--tls-cert and --tls-key come in pairs: got {} certificate(s) and {} key(s)",
-            args.tls_cert.len(),
-            args.tls_key.len()
-        ));
-    }
-    if !args.tls_cert.is_empty() {
-        let mut pairs = Vec::with_capacity(args.tls_cert.len());
-        for (cert, key) in args.tls_cert.iter().zip(&args.tls_key) {
-            let chain = load_certs(cert).map_err(|e| format!("--tls-cert {e}"))?;
-            let key = load_private_key(key).map_err(|e| format!("--tls-key {e}"))?;
-            pairs.push((chain, key));
-        }
-        let config = server_config(pairs).map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
-        // Made once here so that the factory below cannot fail later.
-        RustlsSession::server(config.clone()).map_err(|e| format!("TLS server settings: {e}"))?;
-        let factory: ServerTlsFactory = Arc::new(move || {
-            let session =
-                RustlsSession::server(config.clone()).expect("the config was checked at startup");
-            Box::new(session) as Box<dyn TlsSession>
-        });
-        cfg.server_tls = Some(factory);
-    }
+    cfg.server_tls = server_tls(&args.tls_cert, &args.tls_key)?;
     cfg.listener_tls = match (args.starttls, cfg.server_tls.is_some()) {
         (true, _) => ListenerTls::StartTls,
         (false, true) => ListenerTls::Implicit,
@@ -405,15 +585,7 @@ pub fn tcp2ws_config(args: &Tcp2WsArgs) -> Result<(SocketAddr, Tcp2WsConfig), St
     };
 
     if cfg.backend.tls {
-        let roots = match &args.backend_ca {
-            Some(path) => load_certs(path).map_err(|e| format!("--backend-ca {e}"))?,
-            None => Vec::new(),
-        };
-        let config = client_config(roots).map_err(|e| format!("--backend-ca: {e}"))?;
-        let factory: ClientTlsFactory = Arc::new(move |name: &str| {
-            RustlsSession::client(config.clone(), name).map(|s| Box::new(s) as Box<dyn TlsSession>)
-        });
-        cfg.client_tls = Some(factory);
+        cfg.client_tls = Some(client_tls("--backend-ca", args.backend_ca.as_ref())?);
     } else if args.backend_ca.is_some() {
         crate::log!(
             Warn,
@@ -468,9 +640,53 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             Val("--drain-timeout is not supported yet and is ignored: shutdown closes connections at once")
         );
     }
-    let args = match &cli.command {
-        Command::Tcp2ws(args) => args,
-        Command::Ws2tcp(_) => return Err(Failure::Config("ws2tcp is not implemented yet".into())),
+    let (spec, max_connections, describe) = match &cli.command {
+        Command::Tcp2ws(args) => {
+            let (bind, cfg) = tcp2ws_config(args).map_err(Failure::Config)?;
+            let tls = match cfg.listener_tls {
+                ListenerTls::Plain => "plain",
+                ListenerTls::Implicit => "implicit",
+                ListenerTls::StartTls => "starttls",
+            };
+            let describe = format!("tls={tls} backend={}", Val(&cfg.backend.to_string()));
+            let spec = ListenerSpec {
+                bind,
+                factory: Arc::new(Tcp2WsFactory(Arc::new(cfg))),
+            };
+            (spec, args.max_connections, describe)
+        }
+        Command::Ws2tcp(args) => {
+            let (bind, cfg) = ws2tcp_config(args).map_err(Failure::Config)?;
+            let target = match &cfg.target {
+                Some(t) => format!("target={}", Val(&t.to_string())),
+                None => {
+                    let rules = |v: &[wsbridge_core::ws2tcp::policy::Rule]| {
+                        v.iter()
+                            .map(|r| r.to_string())
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    };
+                    format!(
+                        "target=dynamic allow={} deny={}",
+                        Val(&rules(&cfg.policy.allow)),
+                        Val(&rules(&cfg.policy.deny))
+                    )
+                }
+            };
+            if cfg.target.is_none() && cfg.allowed_origins.is_empty() {
+                crate::log!(
+                    Warn,
+                    "event=config_warning message={}",
+                    Val("no --allow-origin: any web page can make browsers connect through this gateway")
+                );
+            }
+            let describe = format!("tls={} {target}", cfg.server_tls.is_some());
+            let spec = ListenerSpec {
+                bind,
+                factory: Arc::new(Ws2TcpFactory(Arc::new(cfg))),
+            };
+            (spec, args.max_connections, describe)
+        }
         Command::Ws2http(_) => {
             return Err(Failure::Config("ws2http is not implemented yet".into()))
         }
@@ -480,15 +696,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             ))
         }
     };
-    let (bind, cfg) = tcp2ws_config(args).map_err(Failure::Config)?;
-    let backend = cfg.backend.to_string();
-    let tls = match cfg.listener_tls {
-        ListenerTls::Plain => "plain",
-        ListenerTls::Implicit => "implicit",
-        ListenerTls::StartTls => "starttls",
-    };
+    let mode = spec.factory.mode();
     let mut opts = RuntimeOptions {
-        max_connections: args.max_connections,
+        max_connections,
         reuse_port: g.reuse_port,
         ..RuntimeOptions::default()
     };
@@ -496,16 +706,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         opts.threads = n;
     }
     let threads = opts.threads;
-    let spec = ListenerSpec {
-        bind,
-        factory: Arc::new(Tcp2WsFactory(Arc::new(cfg))),
-    };
     let server = Server::start(vec![spec], opts).map_err(|e| Failure::Start(e.to_string()))?;
     for addr in server.local_addrs() {
         crate::log!(
             Info,
-            "mode=tcp2ws event=listening listen={addr} tls={tls} backend={} threads={threads}",
-            Val(&backend)
+            "mode={mode} event=listening listen={addr} {describe} threads={threads}"
         );
     }
     server.wait();
@@ -670,8 +875,7 @@ mod tests {
     #[test]
     fn unimplemented_modes_and_unsupported_flags_are_config_errors() {
         for args in [
-            &["ws2tcp", "--target", "h:1"][..],
-            &["check-config"],
+            &["check-config"][..],
             &["--config", "x.toml", "tcp2ws", "--backend", "ws://x/"],
             &[
                 "tcp2ws",
@@ -725,5 +929,144 @@ mod tests {
             assert!(help.contains(flag), "{flag} missing from:\n{help}");
         }
         cmd.debug_assert();
+    }
+
+    fn ws2tcp(cli: &Cli) -> &Ws2TcpArgs {
+        match &cli.command {
+            Command::Ws2tcp(a) => a,
+            other => panic!("not ws2tcp: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ws2tcp_defaults_flags_and_socket2web_aliases() {
+        let cli = parse(&["ws2tcp"]).unwrap();
+        let a = ws2tcp(&cli);
+        assert_eq!(a.max_connections, 1000);
+        let (bind, cfg) = ws2tcp_config(a).unwrap();
+        assert_eq!(bind, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(cfg.target, None);
+        assert_eq!(cfg.handshake_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.connect_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.max_lifetime, Some(Duration::from_secs(3600)));
+        assert_eq!(cfg.path, None);
+        assert!(cfg.policy.allow.is_empty() && cfg.policy.deny.is_empty());
+        assert!(
+            cfg.target_tls.is_some(),
+            "the tls protocol is on, with the Mozilla roots"
+        );
+
+        let cli = parse(&[
+            "ws2tcp",
+            "--ip",
+            "0.0.0.0",
+            "--port",
+            "9000",
+            "--allow",
+            "127.0.0.1/32",
+            "--allow",
+            "10.0.0.0/8:22,8000-8100",
+            "--deny",
+            "10.9.0.0/16",
+            "--allow-origin",
+            "https://a.test",
+            "--path",
+            "/ws",
+            "--timeout",
+            "2",
+            "--connect-timeout",
+            "0.5",
+            "--max-lifetime",
+            "0",
+            "--log-level",
+            "warn",
+        ])
+        .unwrap();
+        let (bind, cfg) = ws2tcp_config(ws2tcp(&cli)).unwrap();
+        assert_eq!(bind, "0.0.0.0:9000".parse().unwrap());
+        assert_eq!(cfg.policy.allow.len(), 2);
+        assert_eq!(cfg.policy.deny.len(), 1);
+        assert_eq!(cfg.allowed_origins, vec!["https://a.test".to_owned()]);
+        assert_eq!(cfg.path.as_deref(), Some("/ws"));
+        assert_eq!(cfg.connect_timeout, Duration::from_millis(500));
+        assert_eq!(cfg.max_lifetime, None);
+        assert_eq!(cli.global.log_level, Some(LogLevel::Warn));
+
+        let cli = parse(&["ws2tcp", "--port", "9001"]).unwrap();
+        let (bind, _) = ws2tcp_config(ws2tcp(&cli)).unwrap();
+        assert_eq!(
+            bind,
+            "127.0.0.1:9001".parse().unwrap(),
+            "--port alone keeps the IP"
+        );
+
+        let cli = parse(&["ws2tcp", "--target", "[::1]:5900"]).unwrap();
+        let (_, cfg) = ws2tcp_config(ws2tcp(&cli)).unwrap();
+        assert_eq!(cfg.target.unwrap().to_string(), "[::1]:5900");
+
+        for bad in [
+            &["ws2tcp", "--target", "h:0"][..],
+            &["ws2tcp", "--target", "h:65536"],
+            &["ws2tcp", "--port", "65536"],
+            &["ws2tcp", "--timeout", "x"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+        for (bad, flag) in [
+            (&["ws2tcp", "--allow", "10.0.0.0/33"][..], "--allow"),
+            (&["ws2tcp", "--deny", "x"], "--deny"),
+            (&["ws2tcp", "--allow", "10.0.0.0/8:0"], "--allow"),
+            (&["ws2tcp", "--ip", "nope"], "--ip"),
+            (&["ws2tcp", "--path", "ws"], "--path"),
+            (&["ws2tcp", "--timeout", "0"], "--timeout"),
+            (&["ws2tcp", "--max-connections", "0"], "--max-connections"),
+            (
+                &["ws2tcp", "--target", "h:1", "--allow", "1.2.3.4"],
+                "--allow",
+            ),
+            (
+                &["ws2tcp", "--target-ca", "/nonexistent.pem"],
+                "--target-ca",
+            ),
+        ] {
+            let err = ws2tcp_config(ws2tcp(&parse(bad).unwrap())).unwrap_err();
+            assert!(err.contains(flag), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn ws2tcp_help_lists_every_flag() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        cmd.build();
+        let help = cmd
+            .find_subcommand_mut("ws2tcp")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for flag in [
+            "--listen",
+            "--ip",
+            "--port",
+            "--tls-cert",
+            "--tls-key",
+            "--target",
+            "--target-ca",
+            "--allow",
+            "--deny",
+            "--allow-origin",
+            "--path",
+            "--timeout",
+            "--connect-timeout",
+            "--max-connections",
+            "--max-lifetime",
+            "--idle-timeout",
+            "--ping-interval",
+            "--buffer-size",
+            "--log-level",
+            "WSBRIDGE_ALLOW",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        }
     }
 }
