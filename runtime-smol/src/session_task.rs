@@ -1,0 +1,484 @@
+//! One task per session: it owns the [`Session`], both sockets, one timer and the pending resolve or
+//! connect, and waits on all of them in a single poll.
+//!
+//! The task is a loop of two halves:
+//!
+//! 1. **Work, synchronously.** Whatever the last wait reported is fed to the session (`handle_*`), and
+//!    after every input the outputs are drained in the order of the session contract
+//!    ([`wsbridge_core::session`]): actions (a resolve becomes a [`smol::unblock`] task, a connect an
+//!    [`Async::<TcpStream>::connect`] future — both kept in the task, not spawned apart), non-blocking
+//!    vectored writes until `WouldBlock`, `shutdown(Write)` once a leg's queue is closed and empty, the
+//!    timer. Reads go into a reused per-thread buffer, at most [`READ_BUDGET`] per leg per wake-up.
+//! 2. **Wait, once.** [`SessionTask::poll_wait`] polls every source: the kill signal, the resolve, the
+//!    connect, readability of each leg the session wants to read, writability of each leg whose writes
+//!    would block, and the timer. It records *everything* that is ready (async-io consumes a readiness
+//!    event when it reports it, so nothing may be dropped) and returns it as one [`Woken`] set.
+//!
+//! Because nothing here awaits a write, a peer that stops reading never stalls the reads of the other leg:
+//! backpressure is the session's `wants_read`, never a blocked `write_all`.
+
+use std::cell::RefCell;
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use async_io::{Async, Timer};
+use bytes::BytesMut;
+use futures_lite::{future, Stream};
+use smol::channel::Receiver;
+use wsbridge_core::session::{Action, Leg, Session};
+
+/// Bytes asked of the kernel per `read` call.
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
+/// Most bytes read from one leg per wake-up before the task yields to the others on its executor.
+pub(crate) const READ_BUDGET: usize = 256 * 1024;
+/// Most slices handed to one `write_vectored` call.
+const MAX_SLICES: usize = 64;
+/// Most follow-up inputs (write errors) one drain may feed back before the session is given up on.
+const MAX_FOLLOWUPS: usize = 16;
+
+thread_local! {
+    /// The read buffer, shared by every session task that runs on this thread: the filled part is split
+    /// off and handed to the session, the rest is reused, so idle sessions hold no read buffer at all.
+    /// It is borrowed only around a single `read` call, never across an `.await` or a `handle_*` call.
+    static READ_BUF: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+type Connecting = Pin<Box<dyn Future<Output = io::Result<Async<TcpStream>>> + Send>>;
+type Resolving = smol::Task<Result<Vec<SocketAddr>, String>>;
+
+/// One socket of the session and what the task knows of it.
+#[derive(Default)]
+struct LegIo {
+    sock: Option<Async<TcpStream>>,
+    /// May have bytes (or EOF, or an error) to read: set by readiness, cleared by `WouldBlock`.
+    readable: bool,
+    /// The last write would block: wait for writability before writing again.
+    write_blocked: bool,
+    /// EOF or a read error was seen: nothing more is read.
+    read_closed: bool,
+    /// Shut down for writing, or a write failed: nothing more is written.
+    write_done: bool,
+}
+
+impl LegIo {
+    fn open(sock: Async<TcpStream>) -> Self {
+        let _ = sock.get_ref().set_nodelay(true);
+        LegIo {
+            sock: Some(sock),
+            // Try a read before waiting: it costs one syscall and may save a reactor round trip.
+            readable: true,
+            ..LegIo::default()
+        }
+    }
+}
+
+fn slot(leg: Leg) -> usize {
+    match leg {
+        Leg::Down => 0,
+        Leg::Up => 1,
+    }
+}
+
+/// Everything one wait found ready.
+#[derive(Default)]
+struct Woken {
+    read: [bool; 2],
+    writable: bool,
+    timer: bool,
+    resolved: Option<Result<Vec<SocketAddr>, String>>,
+    connected: Option<io::Result<Async<TcpStream>>>,
+}
+
+/// What a wait ended with.
+enum Wake {
+    Ready(Woken),
+    Killed,
+}
+
+/// How a session task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ended {
+    /// The session said it is finished.
+    Finished,
+    /// The server's drain deadline passed.
+    Killed,
+    /// The session kept failing and never settled.
+    Abandoned,
+}
+
+/// A session and everything it owns. See the module docs.
+pub(crate) struct SessionTask {
+    session: Box<dyn Session + Send>,
+    legs: [LegIo; 2],
+    connecting: Option<Connecting>,
+    resolving: Option<Resolving>,
+    timer: Timer,
+    /// The deadline the timer is set to; `None`: not armed.
+    armed: Option<Instant>,
+    kill: Pin<Box<Receiver<()>>>,
+    /// The waker the kill signal's listener was registered with (see [`Self::killed`]).
+    kill_waker: Option<Waker>,
+    abandoned: bool,
+}
+
+impl SessionTask {
+    /// A task for `session` on the accepted socket `down`; it ends early when `kill` is closed.
+    pub fn new(
+        session: Box<dyn Session + Send>,
+        down: Async<TcpStream>,
+        kill: Receiver<()>,
+    ) -> Self {
+        SessionTask {
+            session,
+            legs: [LegIo::open(down), LegIo::default()],
+            connecting: None,
+            resolving: None,
+            timer: Timer::never(),
+            armed: None,
+            kill: Box::pin(kill),
+            kill_waker: None,
+            abandoned: false,
+        }
+    }
+
+    /// Drives the session until it is finished (or killed), then drops it with both sockets.
+    pub async fn run(mut self) -> Ended {
+        self.drain(Instant::now());
+        // Each turn waits for at least one event (or yields after a spent read budget), so this loop
+        // never spins; it ends with the session.
+        loop {
+            if self.abandoned {
+                return Ended::Abandoned;
+            }
+            if self.session.is_finished() {
+                return Ended::Finished;
+            }
+            let woken = match poll_fn(|cx| self.poll_wait(cx)).await {
+                Wake::Ready(w) => w,
+                Wake::Killed => return Ended::Killed,
+            };
+            if self.handle(woken, Instant::now()) {
+                future::yield_now().await;
+            }
+        }
+    }
+
+    /// The session has ended (or must be dropped): no more `handle_*` calls.
+    fn done(&self) -> bool {
+        self.abandoned || self.session.is_finished()
+    }
+
+    /// Whether the server closed the kill channel (nothing is ever sent on it). The channel's listener
+    /// is registered once per waker, not on every poll: polling it takes a lock every session of the
+    /// server shares, while `is_closed` is one atomic load.
+    fn killed(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.kill.is_closed() {
+            return true;
+        }
+        if self
+            .kill_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return false; // registered, and the registration wakes this task
+        }
+        self.kill_waker = Some(cx.waker().clone());
+        self.kill.as_mut().poll_next(cx).is_ready()
+    }
+
+    /// The single wait: polls every source and reports all that are ready.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        if self.killed(cx) {
+            return Poll::Ready(Wake::Killed);
+        }
+        let mut w = Woken::default();
+        let mut any = false;
+        if let Some(task) = self.resolving.as_mut() {
+            if let Poll::Ready(result) = Pin::new(task).poll(cx) {
+                self.resolving = None;
+                w.resolved = Some(result);
+                any = true;
+            }
+        }
+        if let Some(connect) = self.connecting.as_mut() {
+            if let Poll::Ready(result) = connect.as_mut().poll(cx) {
+                self.connecting = None;
+                w.connected = Some(result);
+                any = true;
+            }
+        }
+        for leg in Leg::BOTH {
+            let l = &mut self.legs[slot(leg)];
+            let Some(sock) = l.sock.as_ref() else {
+                continue;
+            };
+            // Read interest only while the session wants bytes (its backpressure). An error from the
+            // reactor counts as ready: the read reports it.
+            if !l.read_closed
+                && self.session.wants_read(leg)
+                && (l.readable || sock.poll_readable(cx).is_ready())
+            {
+                l.readable = true;
+                w.read[slot(leg)] = true;
+                any = true;
+            }
+            if l.write_blocked && !l.write_done && sock.poll_writable(cx).is_ready() {
+                l.write_blocked = false;
+                w.writable = true;
+                any = true;
+            }
+        }
+        if self.armed.is_some() && Pin::new(&mut self.timer).poll(cx).is_ready() {
+            w.timer = true;
+            any = true;
+        }
+        if any {
+            Poll::Ready(Wake::Ready(w))
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Feeds what the wait found to the session, draining after every input. Returns true when a read
+    /// budget was spent with bytes possibly left: the task yields before it reads on.
+    fn handle(&mut self, w: Woken, now: Instant) -> bool {
+        if let Some(result) = w.resolved {
+            if self.done() {
+                return false;
+            }
+            self.session.handle_resolved(result, now);
+            self.drain(now);
+        }
+        if let Some(result) = w.connected {
+            if self.done() {
+                return false;
+            }
+            match result {
+                Ok(sock) => {
+                    self.legs[slot(Leg::Up)] = LegIo::open(sock);
+                    self.session.handle_connected(now);
+                }
+                Err(e) => self.session.handle_connect_failed(e.kind(), now),
+            }
+            self.drain(now);
+        }
+        if w.writable && !self.done() {
+            self.drain(now);
+        }
+        let mut more = false;
+        for leg in Leg::BOTH {
+            if w.read[slot(leg)] {
+                more |= self.read(leg, now);
+            }
+        }
+        if (w.timer || self.armed.is_some_and(|t| t <= now)) && !self.done() {
+            self.fire_timer(now);
+        }
+        more && !self.done()
+    }
+
+    /// Reads `leg` until `WouldBlock`, EOF, an error, the budget, or the session stops wanting bytes,
+    /// draining after every input. Returns true when it stopped at the budget (or on `Interrupted`).
+    fn read(&mut self, leg: Leg, now: Instant) -> bool {
+        let mut budget = READ_BUDGET;
+        // Bounded: every pass takes at least one byte off the budget or returns.
+        loop {
+            if self.done() {
+                return false;
+            }
+            let l = &mut self.legs[slot(leg)];
+            let Some(sock) = l.sock.as_ref() else {
+                return false;
+            };
+            if l.read_closed || !l.readable || !self.session.wants_read(leg) {
+                return false;
+            }
+            if budget == 0 {
+                return true; // `readable` stays set: served again after a yield
+            }
+            let want = READ_CHUNK.min(budget);
+            let result = READ_BUF.with(|buf| {
+                let mut buf = buf.borrow_mut();
+                buf.clear();
+                buf.resize(want, 0);
+                let mut s: &TcpStream = sock.get_ref();
+                let r = s.read(&mut buf[..]);
+                let n = *r.as_ref().unwrap_or(&0);
+                buf.truncate(n);
+                r.map(|_| buf.split())
+            });
+            match result {
+                Ok(data) if data.is_empty() => {
+                    l.read_closed = true;
+                    l.readable = false;
+                    self.session.handle_eof(leg, now);
+                    self.drain(now);
+                    return false;
+                }
+                Ok(data) => {
+                    budget -= data.len();
+                    self.session.handle_input(leg, data, now);
+                    self.drain(now);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    l.readable = false;
+                    return false;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => return true,
+                Err(e) => {
+                    l.read_closed = true;
+                    l.readable = false;
+                    self.session.handle_io_error(leg, e.kind(), now);
+                    self.drain(now);
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// The timer went off: the session gets `handle_timeout` if its deadline has passed, else the timer
+    /// is set again for the (later) deadline it has now.
+    fn fire_timer(&mut self, now: Instant) {
+        self.armed = None;
+        match self.session.poll_timeout() {
+            Some(t) if t <= now => {
+                self.session.handle_timeout(now);
+                self.drain(now);
+            }
+            _ => self.arm(),
+        }
+    }
+
+    /// Contract step 4. An earlier deadline re-sets the timer at once; a later one (an idle deadline that
+    /// moves with every read) waits for the armed one to go off and is set then, so busy sessions do
+    /// not touch the reactor's timer list on every input.
+    fn arm(&mut self) {
+        let Some(t) = self.session.poll_timeout() else {
+            return; // an armed timer goes off, finds nothing due and stays off
+        };
+        if self.armed.is_none_or(|armed| t < armed) {
+            self.timer.set_at(t);
+            self.armed = Some(t);
+        }
+    }
+
+    /// Drains the outputs after a `handle_*` call, feeding back write errors.
+    fn drain(&mut self, now: Instant) {
+        for _ in 0..MAX_FOLLOWUPS {
+            match self.drain_once(now) {
+                None => return,
+                Some((leg, kind)) => self.session.handle_io_error(leg, kind, now),
+            }
+        }
+        self.abandoned = true; // the session did not settle: drop it
+    }
+
+    /// The calling order of the session contract, once; stops early with a write error the session must
+    /// be told about. (Step 3, read interest, is the next wait; step 5 is checked by [`Self::run`].)
+    fn drain_once(&mut self, now: Instant) -> Option<(Leg, io::ErrorKind)> {
+        // 1. actions
+        self.actions();
+        // 2. writes per leg; a second pass for output one leg's `advance` queued on the other
+        for pass in 0..2 {
+            let mut wrote = false;
+            for leg in Leg::BOTH {
+                let l = &mut self.legs[slot(leg)];
+                let Some(sock) = l.sock.as_ref() else {
+                    continue;
+                };
+                if l.write_done {
+                    continue;
+                }
+                let empty = if l.write_blocked {
+                    let mut one = [IoSlice::new(&[])];
+                    self.session.slices(leg, &mut one) == 0
+                } else {
+                    match write_out(sock, &mut *self.session, leg, now) {
+                        Ok((written, blocked)) => {
+                            wrote |= written > 0;
+                            l.write_blocked = blocked;
+                            !blocked
+                        }
+                        Err(e) => {
+                            l.write_done = true;
+                            return Some((leg, e.kind()));
+                        }
+                    }
+                };
+                if empty && self.session.write_closed(leg) {
+                    let _ = sock.get_ref().shutdown(Shutdown::Write);
+                    l.write_done = true;
+                }
+            }
+            if pass == 0 && !wrote {
+                break;
+            }
+        }
+        // `advance` may have asked for more
+        self.actions();
+        // 4. the timer
+        self.arm();
+        None
+    }
+
+    /// Step 1: turns the session's actions into futures this task polls in its wait.
+    fn actions(&mut self) {
+        while let Some(action) = self.session.poll_action() {
+            match action {
+                Action::Resolve { host, port } => {
+                    // A newer resolve replaces (and cancels) an older one.
+                    self.resolving = Some(smol::unblock(move || resolve(&host, port)));
+                }
+                Action::Connect(addr) => {
+                    // A new dial replaces whatever the `Up` leg was.
+                    self.legs[slot(Leg::Up)] = LegIo::default();
+                    self.connecting = Some(Box::pin(Async::<TcpStream>::connect(addr)));
+                }
+            }
+        }
+    }
+}
+
+/// Writes the session's queue for `leg` with non-blocking vectored writes until it is empty or the socket
+/// would block, advancing after every write. Returns (bytes written, would block).
+fn write_out(
+    sock: &Async<TcpStream>,
+    session: &mut (dyn Session + Send),
+    leg: Leg,
+    now: Instant,
+) -> io::Result<(usize, bool)> {
+    let mut written = 0;
+    let mut s: &TcpStream = sock.get_ref();
+    // Bounded: every pass writes at least one byte of a bounded queue, or returns.
+    loop {
+        let mut slots = [IoSlice::new(&[]); MAX_SLICES];
+        let n = session.slices(leg, &mut slots);
+        if n == 0 {
+            return Ok((written, false));
+        }
+        match s.write_vectored(&slots[..n]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(k) => {
+                session.advance(leg, k, now);
+                written += k;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((written, true)),
+            // A signal: report "would block" so the wait (writability) brings the task back.
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok((written, true)),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The system resolver's answer for `host` (a name or an address literal in any spelling it accepts),
+/// run on smol's blocking thread pool.
+pub(crate) fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    (host, port)
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .map_err(|e| e.to_string())
+}
