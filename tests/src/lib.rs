@@ -4,3 +4,4 @@ pub mod backend;
 pub mod blocking_ws;
 pub mod bridge;
 pub mod certs;
+pub mod mail;

@@ -1,5 +1,7 @@
-//! `tcp2ws` end to end on 127.0.0.1: real sockets, the mio runtime, a rustls client, and tungstenite
-//! backends scripted per test. Every socket has a timeout so a bug fails a test instead of hanging it.
+//! `tcp2ws` end to end on 127.0.0.1: real sockets, a rustls client, and tungstenite backends scripted per
+//! test. Every scenario runs on both runtimes (`<scenario>::mio`, `<scenario>::smol`, see
+//! [`both_runtimes!`]), so a failure names the runtime. Every socket has a timeout so a bug fails a test
+//! instead of hanging it.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -11,10 +13,44 @@ use serde_json::json;
 use tungstenite::Message;
 use wsbridge_core::tcp2ws::{HalfClose, ListenerTls};
 use wsbridge_tests::backend::{next, next_json, send_data, send_json, Backend, Behaviour};
-use wsbridge_tests::bridge::{start_tcp2ws, tcp2ws_config, with_tls};
+use wsbridge_tests::bridge::{start_tcp2ws, tcp2ws_config, with_tls, Runtime};
 use wsbridge_tests::certs::TestCert;
 
 const T: Duration = Duration::from_secs(20);
+
+/// For each scenario `fn name(rt: Runtime)`, a module `name` with one test per runtime: `name::mio` and
+/// `name::smol`.
+macro_rules! both_runtimes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use wsbridge_tests::bridge::Runtime;
+            #[test]
+            fn mio() {
+                super::$name(Runtime::Mio)
+            }
+            #[test]
+            fn smol() {
+                super::$name(Runtime::Smol)
+            }
+        }
+    )*};
+}
+
+both_runtimes!(
+    bridge_hello_headers_and_data_both_ways,
+    implicit_tls_reports_tls_and_sni_in_bridge_hello,
+    starttls_upgrades_and_pipelined_plaintext_never_reaches_tls,
+    bulk_64_mib_each_way_with_half_close_close_mode,
+    bulk_64_mib_each_way_with_half_close_eof_mode,
+    pings_arrive_on_schedule_during_a_transfer,
+    a_backend_that_stops_answering_pongs_is_closed_at_the_deadline,
+    a_tls_client_that_never_finishes_its_handshake_is_closed_while_others_are_served,
+    a_backend_that_never_answers_the_upgrade_hits_the_handshake_timeout,
+    a_silent_client_on_a_plain_listener_is_closed_at_the_idle_timeout,
+    over_max_connections_a_client_is_refused_at_once,
+    a_backend_that_is_down_gets_the_client_closed_cleanly,
+    a_backend_that_refuses_the_upgrade_gets_the_client_closed_cleanly,
+);
 
 fn connect(addr: std::net::SocketAddr) -> TcpStream {
     let s = TcpStream::connect(addr).expect("connect to the bridge");
@@ -75,8 +111,7 @@ fn sha1(data: &[u8]) -> String {
     sha1_smol::Sha1::from(data).digest().to_string()
 }
 
-#[test]
-fn bridge_hello_headers_and_data_both_ways() {
+fn bridge_hello_headers_and_data_both_ways(rt: Runtime) {
     let (tx, rx) = mpsc::channel();
     let backend = Backend::start(move |mut ws, upgrade| {
         let hello = next_json(&mut ws);
@@ -87,7 +122,7 @@ fn bridge_hello_headers_and_data_both_ways() {
         let _ = ws.close(None);
         while ws.read().is_ok() {}
     });
-    let bridge = start_tcp2ws(tcp2ws_config(&backend.url()), 100);
+    let bridge = start_tcp2ws(rt, tcp2ws_config(&backend.url()), 100);
     let mut c = connect(bridge.addr);
     c.write_all(b"USER alice\r\n").unwrap();
     assert_eq!(read_n(&mut c, 11), b"+OK hello\r\n");
@@ -124,8 +159,7 @@ fn bridge_hello_headers_and_data_both_ways() {
     assert!(read_to_end(&mut c).is_empty());
 }
 
-#[test]
-fn implicit_tls_reports_tls_and_sni_in_bridge_hello() {
+fn implicit_tls_reports_tls_and_sni_in_bridge_hello(rt: Runtime) {
     let cert = TestCert::new();
     let (tx, rx) = mpsc::channel();
     let backend = Backend::start(move |mut ws, upgrade| {
@@ -137,7 +171,7 @@ fn implicit_tls_reports_tls_and_sni_in_bridge_hello() {
         while ws.read().is_ok() {}
     });
     let cfg = with_tls(tcp2ws_config(&backend.url()), ListenerTls::Implicit, &cert);
-    let bridge = start_tcp2ws(cfg, 100);
+    let bridge = start_tcp2ws(rt, cfg, 100);
     let name = "mail.example.test".try_into().unwrap();
     let conn = rustls::ClientConnection::new(cert.client_config(), name).unwrap();
     let mut tls = rustls::StreamOwned::new(conn, connect(bridge.addr));
@@ -157,8 +191,7 @@ fn implicit_tls_reports_tls_and_sni_in_bridge_hello() {
 /// An SMTP-like exchange: the client pipelines plaintext behind STARTTLS; the backend answers with
 /// `start_tls` + `reply`; the client's TLS handshake must succeed (no plaintext was fed to TLS) and the
 /// pipelined line must never show up as post-TLS data.
-#[test]
-fn starttls_upgrades_and_pipelined_plaintext_never_reaches_tls() {
+fn starttls_upgrades_and_pipelined_plaintext_never_reaches_tls(rt: Runtime) {
     let cert = TestCert::new();
     let (tx, rx) = mpsc::channel();
     let backend = Backend::start(move |mut ws, _| {
@@ -191,7 +224,7 @@ fn starttls_upgrades_and_pipelined_plaintext_never_reaches_tls() {
         let _ = next(&mut ws);
     });
     let cfg = with_tls(tcp2ws_config(&backend.url()), ListenerTls::StartTls, &cert);
-    let bridge = start_tcp2ws(cfg, 100);
+    let bridge = start_tcp2ws(rt, cfg, 100);
     let mut c = connect(bridge.addr);
     assert_eq!(read_n(&mut c, 14), b"220 mx ESMTP\r\n");
     c.write_all(b"STARTTLS\r\nMAIL FROM:<pipelined@evil>\r\n")
@@ -217,7 +250,7 @@ fn starttls_upgrades_and_pipelined_plaintext_never_reaches_tls() {
 
 /// 64 MiB of random bytes each way; the client half-closes right after its last write. Every byte must
 /// arrive, in both `--half-close` modes.
-fn bulk_each_way(mode: HalfClose) {
+fn bulk_each_way(rt: Runtime, mode: HalfClose) {
     const N: usize = 64 << 20;
     let from_backend = random_bytes(2, N);
     let want_down = sha1(&from_backend);
@@ -246,7 +279,7 @@ fn bulk_each_way(mode: HalfClose) {
     let mut cfg = tcp2ws_config(&backend.url());
     cfg.half_close = mode;
     cfg.buffer_size = 256 << 10;
-    let bridge = start_tcp2ws(cfg, 100);
+    let bridge = start_tcp2ws(rt, cfg, 100);
     let c = connect(bridge.addr);
     let mut reader = c.try_clone().unwrap();
     let from_client = random_bytes(1, N);
@@ -277,18 +310,15 @@ fn bulk_each_way(mode: HalfClose) {
     );
 }
 
-#[test]
-fn bulk_64_mib_each_way_with_half_close_close_mode() {
-    bulk_each_way(HalfClose::Close);
+fn bulk_64_mib_each_way_with_half_close_close_mode(rt: Runtime) {
+    bulk_each_way(rt, HalfClose::Close);
 }
 
-#[test]
-fn bulk_64_mib_each_way_with_half_close_eof_mode() {
-    bulk_each_way(HalfClose::Eof);
+fn bulk_64_mib_each_way_with_half_close_eof_mode(rt: Runtime) {
+    bulk_each_way(rt, HalfClose::Eof);
 }
 
-#[test]
-fn pings_arrive_on_schedule_during_a_transfer() {
+fn pings_arrive_on_schedule_during_a_transfer(rt: Runtime) {
     let (tx, rx) = mpsc::channel();
     let backend = Backend::start(move |mut ws, _| {
         let _hello = next_json(&mut ws);
@@ -307,7 +337,7 @@ fn pings_arrive_on_schedule_during_a_transfer() {
     let mut cfg = tcp2ws_config(&backend.url());
     cfg.ping_interval = Some(Duration::from_millis(300));
     cfg.ping_timeout = Duration::from_secs(5);
-    let bridge = start_tcp2ws(cfg, 100);
+    let bridge = start_tcp2ws(rt, cfg, 100);
     let mut c = connect(bridge.addr);
     let start = Instant::now();
     let chunk = vec![0x5a; 64 << 10];
@@ -335,8 +365,7 @@ fn pings_arrive_on_schedule_during_a_transfer() {
     }
 }
 
-#[test]
-fn a_backend_that_stops_answering_pongs_is_closed_at_the_deadline() {
+fn a_backend_that_stops_answering_pongs_is_closed_at_the_deadline(rt: Runtime) {
     let backend = Backend::start(move |mut ws, _| {
         let _hello = next_json(&mut ws);
         // Never read again: no pong is ever sent.
@@ -346,7 +375,7 @@ fn a_backend_that_stops_answering_pongs_is_closed_at_the_deadline() {
     let mut cfg = tcp2ws_config(&backend.url());
     cfg.ping_interval = Some(Duration::from_millis(300));
     cfg.ping_timeout = Duration::from_millis(500);
-    let bridge = start_tcp2ws(cfg, 100);
+    let bridge = start_tcp2ws(rt, cfg, 100);
     let mut c = connect(bridge.addr);
     let took = time_to_close(&mut c, Duration::from_secs(5));
     assert!(
@@ -359,8 +388,7 @@ fn a_backend_that_stops_answering_pongs_is_closed_at_the_deadline() {
     );
 }
 
-#[test]
-fn a_tls_client_that_never_finishes_its_handshake_is_closed_while_others_are_served() {
+fn a_tls_client_that_never_finishes_its_handshake_is_closed_while_others_are_served(rt: Runtime) {
     let cert = TestCert::new();
     let backend = Backend::start(move |mut ws, _| {
         let _ = next_json(&mut ws);
@@ -369,7 +397,7 @@ fn a_tls_client_that_never_finishes_its_handshake_is_closed_while_others_are_ser
     });
     let mut cfg = with_tls(tcp2ws_config(&backend.url()), ListenerTls::Implicit, &cert);
     cfg.handshake_timeout = Duration::from_millis(800);
-    let bridge = start_tcp2ws(cfg, 100);
+    let bridge = start_tcp2ws(rt, cfg, 100);
     let mut silent = connect(bridge.addr);
     // A well-behaved client in the meantime.
     let name = "localhost".try_into().unwrap();
@@ -380,12 +408,11 @@ fn a_tls_client_that_never_finishes_its_handshake_is_closed_while_others_are_ser
     assert!(took < Duration::from_secs(2), "{took:?}");
 }
 
-#[test]
-fn a_backend_that_never_answers_the_upgrade_hits_the_handshake_timeout() {
+fn a_backend_that_never_answers_the_upgrade_hits_the_handshake_timeout(rt: Runtime) {
     let backend = Backend::with(Behaviour::Silent);
     let mut cfg = tcp2ws_config(&backend.url());
     cfg.handshake_timeout = Duration::from_millis(600);
-    let bridge = start_tcp2ws(cfg, 100);
+    let bridge = start_tcp2ws(rt, cfg, 100);
     let mut c = connect(bridge.addr);
     let took = time_to_close(&mut c, Duration::from_secs(5));
     assert!(
@@ -394,15 +421,14 @@ fn a_backend_that_never_answers_the_upgrade_hits_the_handshake_timeout() {
     );
 }
 
-#[test]
-fn a_silent_client_on_a_plain_listener_is_closed_at_the_idle_timeout() {
+fn a_silent_client_on_a_plain_listener_is_closed_at_the_idle_timeout(rt: Runtime) {
     let backend = Backend::start(move |mut ws, _| {
         let _ = next_json(&mut ws);
         while ws.read().is_ok() {}
     });
     let mut cfg = tcp2ws_config(&backend.url());
     cfg.idle_timeout = Some(Duration::from_millis(700));
-    let bridge = start_tcp2ws(cfg, 100);
+    let bridge = start_tcp2ws(rt, cfg, 100);
     let mut c = connect(bridge.addr);
     let took = time_to_close(&mut c, Duration::from_secs(5));
     assert!(
@@ -411,14 +437,13 @@ fn a_silent_client_on_a_plain_listener_is_closed_at_the_idle_timeout() {
     );
 }
 
-#[test]
-fn over_max_connections_a_client_is_refused_at_once() {
+fn over_max_connections_a_client_is_refused_at_once(rt: Runtime) {
     let backend = Backend::start(move |mut ws, _| {
         let _ = next_json(&mut ws);
         send_data(&mut ws, b"hi");
         while ws.read().is_ok() {}
     });
-    let bridge = start_tcp2ws(tcp2ws_config(&backend.url()), 2);
+    let bridge = start_tcp2ws(rt, tcp2ws_config(&backend.url()), 2);
     let mut a = connect(bridge.addr);
     let mut b = connect(bridge.addr);
     assert_eq!(read_n(&mut a, 2), b"hi");
@@ -433,24 +458,22 @@ fn over_max_connections_a_client_is_refused_at_once() {
     assert_eq!(read_n(&mut d, 2), b"hi");
 }
 
-#[test]
-fn a_backend_that_is_down_gets_the_client_closed_cleanly() {
+fn a_backend_that_is_down_gets_the_client_closed_cleanly(rt: Runtime) {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let bridge = start_tcp2ws(tcp2ws_config(&format!("ws://127.0.0.1:{port}/")), 100);
+    let bridge = start_tcp2ws(rt, tcp2ws_config(&format!("ws://127.0.0.1:{port}/")), 100);
     let mut c = connect(bridge.addr);
     let took = time_to_close(&mut c, Duration::from_secs(5));
     assert!(took < Duration::from_secs(1), "{took:?}");
 }
 
-#[test]
-fn a_backend_that_refuses_the_upgrade_gets_the_client_closed_cleanly() {
+fn a_backend_that_refuses_the_upgrade_gets_the_client_closed_cleanly(rt: Runtime) {
     let backend = Backend::with(Behaviour::Refuse(
         "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n",
     ));
-    let bridge = start_tcp2ws(tcp2ws_config(&backend.url()), 100);
+    let bridge = start_tcp2ws(rt, tcp2ws_config(&backend.url()), 100);
     let mut c = connect(bridge.addr);
     let took = time_to_close(&mut c, Duration::from_secs(5));
     assert!(took < Duration::from_secs(1), "{took:?}");
