@@ -61,6 +61,8 @@ pub(crate) struct Front {
     pub(crate) wire: Wire,
     pub(crate) state: FrontState,
     close_notified: bool,
+    /// The client's close_notify was reported by [`Front::take_tls_eof`].
+    tls_eof: bool,
 }
 
 impl Front {
@@ -69,6 +71,7 @@ impl Front {
             wire: Wire::with_tls(tls),
             state: FrontState::Head(HeadReader::new(ws.max_head_size, ws.max_headers)),
             close_notified: false,
+            tls_eof: false,
         }
     }
 
@@ -137,6 +140,33 @@ impl Front {
         ws.handle_input(rest);
         self.state = FrontState::Open(Box::new(ws));
         FrontInput::Upgraded { protocol }
+    }
+
+    /// True once, after the client's TLS close_notify and every plaintext byte before it were taken: its
+    /// EOF. The TLS layer reads nothing after a close_notify, so the socket's FIN would never be seen;
+    /// the owner handles this like [`Session::handle_eof`].
+    pub(crate) fn take_tls_eof(&mut self) -> bool {
+        if self.tls_eof || !self.wire.tls.as_ref().is_some_and(|t| t.peer_closed()) {
+            return false;
+        }
+        self.tls_eof = true;
+        true
+    }
+
+    /// The client ended its side: the engine sees the EOF after what it holds. Before the upgrade the
+    /// leg is dropped (returns true: the session must end); after a refusal what is queued still goes.
+    pub(crate) fn handle_eof(&mut self) -> bool {
+        match &mut self.state {
+            FrontState::Open(ws) => {
+                ws.handle_eof();
+                false
+            }
+            FrontState::Head(_) => {
+                self.discard();
+                true
+            }
+            FrontState::Refused | FrontState::Gone => false,
+        }
     }
 
     fn refuse(&mut self, e: HttpError, why: String) -> FrontInput {
@@ -293,14 +323,17 @@ impl Session for CapacitySession {
             FrontInput::Failed(e) => self.finish(EndReason::PeerError(Leg::Down, e)),
             FrontInput::Refused(..) | FrontInput::Nothing => {}
         }
+        if self.front.take_tls_eof() {
+            return self.handle_eof(Leg::Down, now);
+        }
         self.settle();
     }
 
     fn handle_eof(&mut self, _: Leg, _: Instant) {
-        match self.front.ws() {
-            Some(ws) => ws.handle_eof(),
-            None => self.finish(EndReason::Policy("over capacity".into())),
+        if self.front.ws().is_none() {
+            self.finish(EndReason::Policy("over capacity".into()));
         }
+        self.front.handle_eof();
         self.settle();
     }
 

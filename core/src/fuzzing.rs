@@ -28,7 +28,9 @@ use crate::ws::frame::{FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN}
 use crate::ws::handshake::{
     accept_key, accept_response, choose_protocol, validate_upgrade, ClientHandshake, HandshakeError,
 };
-use crate::ws::{Decoded, Decoder, Event, ProtocolError, Role, SendError, Utf8Bytes, WebSocket};
+use crate::ws::{
+    CloseReply, Decoded, Decoder, Event, ProtocolError, Role, SendError, Utf8Bytes, WebSocket,
+};
 
 /// Fuzz input read front to back as small numbers; past its end every read yields zeros.
 struct Input<'a>(&'a [u8]);
@@ -515,6 +517,10 @@ struct Session {
     largest_delivery: usize,
     /// A Close, Failed or Eof event was seen: no event may follow.
     ended: bool,
+    /// The engine defers its Close reply ([`CloseReply::Deferred`]).
+    deferred: bool,
+    /// The peer's Close arrived and (deferred) our reply is owed: data may still be sent.
+    reply_owed: bool,
     /// Bytes our own calls ever queued (sends, pings, our close): with the pong cap, bounds the queue.
     queued_by_us: usize,
     /// A fragmented binary message of ours is open.
@@ -581,7 +587,10 @@ impl Session {
                 Event::Pong(p) => assert!(p.len() <= MAX_CONTROL_PAYLOAD),
                 Event::Close(frame) => {
                     assert!(frame.as_ref().is_none_or(|f| f.code.is_sendable()));
-                    if was_open {
+                    if was_open && self.deferred {
+                        self.reply_owed = true;
+                        assert!(self.ws.close_reply_owed() && self.ws.can_send());
+                    } else if was_open {
                         queued = Some(frame.as_ref().map_or(0, |f| f.to_payload().len()));
                         self.expected.close = Some(frame.clone());
                     }
@@ -604,7 +613,10 @@ impl Session {
             let want = queued.map_or(0, |payload| frame_len(payload, self.client));
             assert_eq!(grew, want, "{event:?} queued {grew} bytes, expected {want}");
             if self.ended {
-                assert!(self.ws.is_closed(), "{event:?} left the connection open");
+                assert!(
+                    self.ws.is_closed() || self.reply_owed,
+                    "{event:?} left the connection open"
+                );
             }
         }
     }
@@ -647,17 +659,18 @@ impl Session {
         }
     }
 
-    /// A send of a `payload`-byte frame returned `result`; checks it against the state before.
+    /// A send of a `payload`-byte frame returned `result`; checks it against the state before
+    /// (`allowed`: whether that state lets this kind of frame be sent).
     fn sent(
         &mut self,
         result: Result<(), SendError>,
         payload: usize,
         before: usize,
-        was_open: bool,
+        allowed: bool,
     ) -> bool {
         match result {
             Ok(()) => {
-                assert!(was_open, "a send was accepted after the close");
+                assert!(allowed, "a send was accepted after the close");
                 let added = frame_len(payload, self.client);
                 assert_eq!(self.ws.buffered_amount(), before + added);
                 self.queued_by_us += added;
@@ -670,8 +683,8 @@ impl Session {
                     "a refused send queued bytes"
                 );
                 match e {
-                    SendError::Closed => assert!(!was_open, "an open connection refused a send"),
-                    SendError::MessageInProgress => assert!(was_open && self.binary_open),
+                    SendError::Closed => assert!(!allowed, "an open connection refused a send"),
+                    SendError::MessageInProgress => assert!(allowed && self.binary_open),
                     SendError::ControlTooLong => assert!(payload > MAX_CONTROL_PAYLOAD),
                 }
                 false
@@ -682,6 +695,8 @@ impl Session {
     fn apply(&mut self, op: Op) {
         let before = self.ws.buffered_amount();
         let was_open = self.ws.is_open();
+        // Data and the (reply) Close may go while the peer's Close waits for our reply; pings may not.
+        let may_send = was_open || self.reply_owed;
         match op {
             Op::Raw(bytes) => self.pending.extend_from_slice(&bytes),
             Op::Frame {
@@ -711,7 +726,7 @@ impl Session {
                 if let Some(kept) = kept {
                     assert_eq!(kept[..], data[..], "a send changed the caller's bytes");
                 }
-                if self.sent(result, len, before, was_open) {
+                if self.sent(result, len, before, may_send) {
                     self.binary_open = !fin;
                     self.expected.binary.extend(data);
                     self.expected.binary_ends += usize::from(fin);
@@ -720,7 +735,7 @@ impl Session {
             Op::SendText(len) => {
                 let text: String = "ab✓é".chars().cycle().take(len).collect();
                 let result = self.ws.send_text(Utf8Bytes::from(text.clone()));
-                if self.sent(result, text.len(), before, was_open) {
+                if self.sent(result, text.len(), before, may_send) {
                     assert!(!self.binary_open, "text accepted inside a binary message");
                     self.expected.texts.push_back(text);
                 }
@@ -737,11 +752,17 @@ impl Session {
                 let frame = code.map(|c| CloseFrame::new(CloseCode(c), &reason));
                 let len = frame.as_ref().map_or(0, |f| f.to_payload().len());
                 let result = self.ws.close(frame.as_ref(), self.now);
-                if self.sent(result, len, before, was_open) {
+                if self.sent(result, len, before, may_send) {
                     assert!(!self.ws.is_open());
                     self.expected.close = Some(frame);
-                    let deadline = self.now + self.config.close_timeout;
-                    assert_eq!(self.ws.poll_timeout(), Some(deadline));
+                    if self.reply_owed {
+                        // The reply: the handshake is complete, nothing is awaited.
+                        self.reply_owed = false;
+                        assert!(self.ws.is_closed() && self.ws.poll_timeout().is_none());
+                    } else {
+                        let deadline = self.now + self.config.close_timeout;
+                        assert_eq!(self.ws.poll_timeout(), Some(deadline));
+                    }
                 }
             }
             Op::Write(n) => self.write(n),
@@ -772,7 +793,13 @@ impl Session {
             assert!(!ws.is_open() && ws.poll_timeout().is_none());
         }
         if self.ended {
-            assert!(ws.is_closed());
+            assert!(ws.is_closed() || self.reply_owed);
+        }
+        if self.reply_owed {
+            assert!(ws.close_reply_owed() && ws.can_send() && !ws.is_closed());
+            assert!(!ws.wants_read() && ws.poll_timeout().is_none());
+        } else {
+            assert!(!ws.close_reply_owed());
         }
         // Our own frames, at most QUEUED_CONTROL_CAP pongs at a time, and one Close sent on a failure or
         // in answer to the peer's: a ping flood cannot grow the queue.
@@ -800,8 +827,14 @@ impl Session {
 
 /// The `websocket_session` target: byte 0 picks the role (bit 0: client) and the limits, byte 1 the
 /// close timeout, then a sequence of operations (see `Op::read`) drives one engine while a peer decoder
-/// checks everything it writes. `epoch` is the start of virtual time.
+/// checks everything it writes. `epoch` is the start of virtual time. Every input runs twice: with the
+/// Close reply immediate (the default) and deferred (then the reply is sent at the end if still owed).
 pub fn websocket_session(data: &[u8], epoch: Instant) {
+    websocket_session_with(data, epoch, CloseReply::Immediate);
+    websocket_session_with(data, epoch, CloseReply::Deferred);
+}
+
+fn websocket_session_with(data: &[u8], epoch: Instant, reply: CloseReply) {
     let mut input = Input(data);
     let flags = input.u8();
     let client = flags & 1 != 0;
@@ -817,13 +850,17 @@ pub fn websocket_session(data: &[u8], epoch: Instant) {
     } else {
         Role::Server
     };
+    let mut ws = WebSocket::new(role, &config);
+    ws.set_close_reply(reply);
     let mut session = Session {
-        ws: WebSocket::new(role, &config),
+        ws,
         client,
         now: epoch,
         pending: Vec::new(),
         largest_delivery: 0,
         ended: false,
+        deferred: reply == CloseReply::Deferred,
+        reply_owed: false,
         queued_by_us: 0,
         binary_open: false,
         // The peer expects our frames masked when we are the client. Its text cap is beyond anything sent.
@@ -842,6 +879,10 @@ pub fn websocket_session(data: &[u8], epoch: Instant) {
     // queued reaches the peer.
     session.apply(Op::Eof);
     session.apply(Op::Poll(0));
+    if session.reply_owed {
+        // Deferred: the transport's end changes nothing; the owner sends the reply.
+        session.apply(Op::Close(Some(1000), 0));
+    }
     assert!(session.ws.is_closed(), "EOF did not end the connection");
     while session.ws.wants_write() {
         let before = session.ws.buffered_amount();

@@ -15,6 +15,7 @@
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod deadline;
 pub mod entropy;
 pub(crate) mod front;
 #[doc(hidden)]

@@ -55,6 +55,11 @@ struct Harness {
 
 impl Harness {
     fn new(cfg: Ws2TcpConfig, protocols: &[&str]) -> Self {
+        Self::connecting(cfg, protocols, true)
+    }
+
+    /// A harness whose connects are answered at once, or (`answer_connects` false) hang.
+    fn connecting(cfg: Ws2TcpConfig, protocols: &[&str], answer_connects: bool) -> Self {
         let factory = Ws2TcpFactory(Arc::new(cfg));
         let now = epoch();
         let s = factory.session(
@@ -62,10 +67,19 @@ impl Harness {
             Box::new(CounterEntropy(3)),
             now,
         );
-        Self::with_session(s, now, protocols)
+        Self::with_session_answering(s, now, protocols, answer_connects)
     }
 
     fn with_session(s: Box<dyn Session + Send>, now: Instant, protocols: &[&str]) -> Self {
+        Self::with_session_answering(s, now, protocols, true)
+    }
+
+    fn with_session_answering(
+        s: Box<dyn Session + Send>,
+        now: Instant,
+        protocols: &[&str],
+        answer_connects: bool,
+    ) -> Self {
         let protocols: Vec<String> = protocols.iter().map(|p| p.to_string()).collect();
         let (hs, request) =
             ClientHandshake::new(&mut CounterEntropy(9), "gw.test", "/", &protocols, &[]).unwrap();
@@ -78,7 +92,7 @@ impl Harness {
             dns: HashMap::new(),
             resolves: Vec::new(),
             connects: Vec::new(),
-            answer_connects: true,
+            answer_connects,
             target_rx: Vec::new(),
         };
         h.dns
@@ -562,4 +576,141 @@ fn idle_and_lifetime_limits_close_the_relay() {
     h.handshake("public.test", serde_json::json!(80));
     h.advance_time(Duration::from_secs(61));
     assert_eq!(h.close().unwrap().code, CloseCode::GOING_AWAY);
+}
+
+/// A static-mode harness (raw `binary` relay, or the `wsbridge.v1` tunnel with its `bridge_hello`),
+/// or a dynamic one past the Socket2Web handshake: relaying to the target.
+fn relaying(kind: &str) -> Harness {
+    let mut cfg = config();
+    if kind == "dynamic" {
+        let mut h = Harness::new(cfg, &[]);
+        h.handshake("public.test", serde_json::json!(80));
+        assert_eq!(h.texts()[1], SUCCESS);
+        return h;
+    }
+    cfg.target = Some(StaticTarget::parse("127.0.0.1:25").unwrap());
+    let mut h = Harness::new(cfg, &[kind]);
+    assert_eq!(h.protocol.as_deref(), Some(kind));
+    if kind == "wsbridge.v1" {
+        h.send_text(r#"{"type":"bridge_hello","version":1,"connection_id":"c1","client_ip":"198.51.100.1","client_port":4242,"tls":false,"listener":"0.0.0.0:25"}"#);
+    }
+    h
+}
+
+#[test]
+fn the_clients_close_shuts_the_target_and_its_answer_comes_before_the_reply() {
+    for kind in ["wsbridge.v1", "binary", "dynamic"] {
+        let mut h = relaying(kind);
+        h.send_binary(b"GET /big\r\n");
+        // tcp2ws --half-close close: the client's FIN becomes a Close right after its data.
+        let now = h.now;
+        h.ws()
+            .close(
+                Some(&CloseFrame::new(CloseCode::NORMAL, "client closed")),
+                now,
+            )
+            .unwrap();
+        h.run();
+        assert_eq!(h.target_rx, b"GET /big\r\n", "{kind}");
+        assert!(h.s.write_closed(Leg::Up), "{kind}: the target gets its FIN");
+        assert!(
+            h.close().is_none(),
+            "{kind}: the reply waits for the target"
+        );
+        assert!(!h.s.is_finished() && h.s.wants_read(Leg::Up), "{kind}");
+        assert!(
+            !h.s.wants_read(Leg::Down),
+            "{kind}: nothing is read after a Close"
+        );
+        // The target answers after the FIN: every byte reaches the client, then the reply.
+        let answer = vec![b'a'; 10_000];
+        h.target_sends(&answer);
+        h.advance_time(Duration::from_secs(3)); // within the close timeout (5 s)
+        h.target_sends(b"end\r\n");
+        assert!(h.close().is_none(), "{kind}");
+        h.s.handle_eof(Leg::Up, h.now);
+        h.run();
+        let mut want = answer.clone();
+        want.extend_from_slice(b"end\r\n");
+        assert_eq!(h.binary(), want, "{kind}");
+        assert_eq!(h.close().unwrap().code, CloseCode::NORMAL, "{kind}");
+        assert!(h.s.is_finished(), "{kind}");
+        assert_eq!(h.s.end_reason(), Some(&EndReason::Normal), "{kind}");
+        assert_eq!(h.s.traffic().up_to_down, want.len() as u64, "{kind}");
+    }
+}
+
+#[test]
+fn a_target_that_goes_quiet_gets_the_client_its_reply_after_the_close_timeout_of_silence() {
+    let mut h = relaying("wsbridge.v1");
+    h.send_binary(b"x");
+    let now = h.now;
+    h.ws().close(None, now).unwrap();
+    h.run();
+    let deadline = h.s.poll_timeout().expect("the wait is bounded");
+    assert_eq!(deadline, now + WsConfig::default().close_timeout);
+    h.target_sends(b"partial");
+    // The target answered within the wait: the wait goes on rather than cutting the answer off.
+    h.advance_time(Duration::from_millis(5100));
+    assert_eq!(h.binary(), b"partial");
+    assert!(h.close().is_none(), "progress moves the deadline");
+    // Then the target stays silent for a whole close timeout: the client gets its reply.
+    h.advance_time(Duration::from_millis(5000));
+    assert_eq!(h.close().unwrap().code, CloseCode::NORMAL);
+    assert!(h.s.is_finished());
+}
+
+#[test]
+fn a_close_while_dialling_delivers_the_clients_data_and_relays_the_answer() {
+    let mut cfg = config();
+    cfg.target = Some(StaticTarget::parse("127.0.0.1:25").unwrap());
+    let mut h = Harness::connecting(cfg, &["wsbridge.v1"], false);
+    assert_eq!(h.connects.len(), 1);
+    // A fast client: hello, its data and the Close arrive before the target is connected.
+    h.ws()
+        .send_text(Utf8Bytes::from(r#"{"type":"bridge_hello","version":1,"connection_id":"c2","client_ip":"198.51.100.1","client_port":1,"tls":false,"listener":"x"}"#))
+        .unwrap();
+    h.ws()
+        .send_binary(Bytes::from_static(b"HELO x\r\nQUIT\r\n"), true)
+        .unwrap();
+    let now = h.now;
+    h.ws().close(None, now).unwrap();
+    h.run();
+    assert!(h.target_rx.is_empty());
+    assert!(!h.s.write_closed(Leg::Up), "no FIN before the connect");
+    assert!(h.close().is_none());
+    h.s.handle_connected(h.now);
+    h.run();
+    assert_eq!(h.target_rx, b"HELO x\r\nQUIT\r\n");
+    assert!(h.s.write_closed(Leg::Up));
+    h.target_sends(b"250 hi\r\n221 bye\r\n");
+    h.s.handle_eof(Leg::Up, h.now);
+    h.run();
+    assert_eq!(h.binary(), b"250 hi\r\n221 bye\r\n");
+    assert_eq!(h.close().unwrap().code, CloseCode::NORMAL);
+    assert!(h.s.is_finished());
+}
+
+#[test]
+fn a_close_after_the_targets_eof_is_answered_at_once() {
+    // The tunnel: the target finished first (the client got {"type":"eof"}), so nothing is awaited.
+    let mut h = relaying("wsbridge.v1");
+    h.target_sends(b"bye");
+    h.s.handle_eof(Leg::Up, h.now);
+    h.run();
+    assert!(h.close().is_none());
+    let now = h.now;
+    h.ws().close(None, now).unwrap();
+    h.run();
+    assert_eq!(h.binary(), b"bye");
+    assert_eq!(h.close().unwrap().code, CloseCode::NORMAL);
+    assert!(h.s.is_finished());
+    // Dynamic mode before the handshake: nothing to wait for.
+    let mut h = Harness::new(config(), &[]);
+    let now = h.now;
+    h.ws().close(None, now).unwrap();
+    h.run();
+    assert!(h.events.iter().any(|e| matches!(e, Event::Close(_))));
+    assert!(h.s.is_finished());
+    assert!(h.resolves.is_empty());
 }

@@ -9,7 +9,7 @@ use proptest::prelude::*;
 use wsbridge_core::ws::frame::{FrameHeader, OpCode, MAX_HEADER_LEN};
 use wsbridge_core::ws::mask::apply_mask;
 use wsbridge_core::ws::{
-    CloseCode, CloseFrame, Event, ProtocolError, Role, SendError, Utf8Bytes, WebSocket,
+    CloseCode, CloseFrame, CloseReply, Event, ProtocolError, Role, SendError, Utf8Bytes, WebSocket,
 };
 use wsbridge_core::{CounterEntropy, WsConfig};
 
@@ -460,6 +460,136 @@ fn ping_flood_does_not_grow_the_queue() {
     );
 }
 
+#[test]
+fn a_deferred_close_reply_lets_data_flow_after_the_peers_close() {
+    let now = epoch();
+    let (mut c, mut s) = (client(), server());
+    s.set_close_reply(CloseReply::Deferred);
+    c.send_binary(Bytes::from_static(b"request"), true).unwrap();
+    c.close(Some(&CloseFrame::new(CloseCode::NORMAL, "done")), now)
+        .unwrap();
+    let events = feed(&mut s, &take_output(&mut c, usize::MAX), &[5]);
+    assert_eq!(
+        normalize(events),
+        vec![
+            Event::Binary {
+                data: Bytes::from_static(b"request"),
+                fin: true
+            },
+            Event::Close(Some(CloseFrame::new(CloseCode::NORMAL, "done"))),
+        ]
+    );
+    // Close-received: the reply is owed, nothing is queued or read, data may still go out.
+    assert!(s.close_reply_owed() && s.can_send());
+    assert!(!s.is_closed() && !s.is_open());
+    assert!(!s.wants_read() && !s.wants_write());
+    assert_eq!(
+        s.poll_timeout(),
+        None,
+        "bounding the wait is the owner's job"
+    );
+    s.handle_input(BytesMut::from(&raw_frame(true, 0, 0x9, KEY, b"late")[..]));
+    s.handle_eof();
+    assert_eq!(
+        s.poll_event(),
+        None,
+        "nothing is read after the peer's Close"
+    );
+    assert!(!s.wants_write(), "and nothing answered");
+    assert_eq!(
+        s.ping(b"x"),
+        Err(SendError::Closed),
+        "no pings to a closing peer"
+    );
+    s.send_binary(Bytes::from_static(b"the reply, "), false)
+        .unwrap();
+    s.send_binary(Bytes::from(vec![7u8; 5000]), true).unwrap();
+    s.send_text(Utf8Bytes::from("and a text")).unwrap();
+    // The owner sends the reply: the connection is closed and nothing more may be sent.
+    s.close(Some(&CloseFrame::new(CloseCode::NORMAL, "")), now)
+        .unwrap();
+    assert!(s.is_closed() && !s.close_reply_owed() && !s.can_send());
+    assert_eq!(
+        s.poll_timeout(),
+        None,
+        "no wait: the peer's Close already came"
+    );
+    assert_eq!(
+        s.send_binary(Bytes::from_static(b"x"), true),
+        Err(SendError::Closed)
+    );
+    assert_eq!(s.send_text(Utf8Bytes::from("x")), Err(SendError::Closed));
+    assert_eq!(s.close(None, now), Err(SendError::Closed));
+    // The peer (waiting in its close handshake) gets everything, then the reply.
+    let events = feed(&mut c, &take_output(&mut s, 1000), &[7, 4096]);
+    let mut reply = b"the reply, ".to_vec();
+    reply.extend(vec![7u8; 5000]);
+    assert_eq!(
+        normalize(events),
+        vec![
+            Event::Binary {
+                data: Bytes::from(reply),
+                fin: true
+            },
+            Event::Text(Utf8Bytes::from("and a text")),
+            Event::Close(Some(CloseFrame::new(CloseCode::NORMAL, ""))),
+        ]
+    );
+    assert!(c.is_closed() && s.is_closed());
+}
+
+#[test]
+fn an_immediate_close_reply_is_unchanged_and_the_default() {
+    let now = epoch();
+    for explicit in [false, true] {
+        let (mut c, mut s) = (client(), server());
+        if explicit {
+            s.set_close_reply(CloseReply::Immediate);
+        }
+        c.close(Some(&CloseFrame::new(CloseCode::GOING_AWAY, "bye")), now)
+            .unwrap();
+        let events = feed(&mut s, &take_output(&mut c, usize::MAX), &[usize::MAX]);
+        assert_eq!(
+            events,
+            vec![Event::Close(Some(CloseFrame::new(
+                CloseCode::GOING_AWAY,
+                "bye"
+            )))]
+        );
+        assert!(s.is_closed() && !s.close_reply_owed() && !s.can_send());
+        assert_eq!(
+            s.send_binary(Bytes::from_static(b"late"), true),
+            Err(SendError::Closed)
+        );
+        assert_eq!(s.close(None, now), Err(SendError::Closed));
+        assert_eq!(
+            queued_close(&mut s, &mut c),
+            Some(CloseFrame::new(CloseCode::GOING_AWAY, "bye")),
+            "the status is echoed at once"
+        );
+    }
+}
+
+#[test]
+fn a_deferred_reply_is_not_owed_when_we_closed_first_or_the_peer_failed() {
+    let now = epoch();
+    // We sent Close first: the peer's Close completes the handshake, nothing is owed.
+    let (mut c, mut s) = (client(), server());
+    s.set_close_reply(CloseReply::Deferred);
+    s.close(Some(&CloseFrame::new(CloseCode::NORMAL, "")), now)
+        .unwrap();
+    let _ = feed(&mut c, &take_output(&mut s, usize::MAX), &[usize::MAX]);
+    let events = feed(&mut s, &take_output(&mut c, usize::MAX), &[usize::MAX]);
+    assert!(matches!(events[..], [Event::Close(_)]));
+    assert!(s.is_closed() && !s.close_reply_owed());
+    // A protocol error still fails the connection with its Close at once.
+    let mut s = server();
+    s.set_close_reply(CloseReply::Deferred);
+    let events = feed(&mut s, &raw_frame(true, 0, 0x2, None, b"unmasked"), &[64]);
+    assert!(matches!(events[..], [Event::Failed(_)]));
+    assert!(s.is_closed() && s.wants_write() && !s.close_reply_owed());
+}
+
 /// What one side sends, as test input.
 #[derive(Debug, Clone)]
 enum Op {
@@ -564,4 +694,22 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn close_wait_is_not_cut_while_the_peer_still_sends() {
+    let t0 = epoch();
+    let timeout = config().close_timeout;
+    let (mut c, mut s) = (client(), server());
+    s.close(None, t0).unwrap();
+    // The client is still delivering its tail when the first deadline comes due.
+    c.send_binary(Bytes::from_static(b"tail"), true).unwrap();
+    let wire = take_output(&mut c, usize::MAX);
+    assert_eq!(normalize(feed(&mut s, &wire, &[2])).len(), 1);
+    s.handle_timeout(t0 + timeout);
+    assert!(!s.is_closed(), "input during the wait moves the deadline");
+    assert_eq!(s.poll_timeout(), Some(t0 + timeout + timeout));
+    // Silence for a whole close timeout ends the wait.
+    s.handle_timeout(t0 + timeout + timeout);
+    assert!(s.is_closed());
 }

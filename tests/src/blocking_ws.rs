@@ -19,7 +19,7 @@ use wsbridge_core::http::HttpError;
 use wsbridge_core::ws::handshake::{
     accept_response, choose_protocol, validate_upgrade, ClientHandshake, HandshakeError,
 };
-use wsbridge_core::ws::{CloseFrame, Event, Role, SendError, Utf8Bytes, WebSocket};
+use wsbridge_core::ws::{CloseFrame, CloseReply, Event, Role, SendError, Utf8Bytes, WebSocket};
 use wsbridge_core::{CounterEntropy, WsConfig};
 
 /// Bytes asked of the socket per read.
@@ -133,6 +133,13 @@ impl BlockingWs {
         &self.ws
     }
 
+    /// How the peer's Close is answered ([`WebSocket::set_close_reply`]). With
+    /// [`CloseReply::Deferred`], after the peer's Close event data may still be sent and
+    /// [`Self::close`] sends the reply; `next_event` must not be called in between.
+    pub fn set_close_reply(&mut self, reply: CloseReply) {
+        self.ws.set_close_reply(reply);
+    }
+
     /// Sends a piece of a binary message (one frame; `fin` ends the message) and writes it out.
     pub fn send_binary(&mut self, data: Bytes, fin: bool) -> io::Result<()> {
         let queued = self.ws.send_binary(data, fin);
@@ -152,6 +159,7 @@ impl BlockingWs {
     }
 
     /// Starts the close handshake and writes our Close; the peer's answer arrives by [`Self::next_event`].
+    /// After the peer's Close with a deferred reply, this writes the reply.
     pub fn close(&mut self, frame: Option<&CloseFrame>) -> io::Result<()> {
         let queued = self.ws.close(frame, Instant::now());
         self.queued(queued)

@@ -26,6 +26,24 @@ impl Runtime {
     pub const ALL: [Runtime; 2] = [Runtime::Mio, Runtime::Smol];
 }
 
+/// For each scenario `fn name(rt: Runtime)`, a module `name` with one test per runtime: `name::mio` and
+/// `name::smol`, so a failure names the runtime. Use it as `wsbridge_tests::both_runtimes!(a, b, …);`.
+#[macro_export]
+macro_rules! both_runtimes {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn mio() {
+                super::$name($crate::bridge::Runtime::Mio)
+            }
+            #[test]
+            fn smol() {
+                super::$name($crate::bridge::Runtime::Smol)
+            }
+        }
+    )*};
+}
+
 /// A running bridge; stopped when dropped (sessions still open are closed).
 pub struct Bridge {
     inner: Option<Inner>,
@@ -152,11 +170,15 @@ pub fn ws2tcp_config() -> wsbridge_core::ws2tcp::Ws2TcpConfig {
     cfg
 }
 
-/// Starts a `ws2tcp` listener on 127.0.0.1 with an ephemeral port.
-pub fn start_ws2tcp(cfg: wsbridge_core::ws2tcp::Ws2TcpConfig, max_connections: usize) -> Bridge {
+/// Starts a `ws2tcp` listener on 127.0.0.1 with an ephemeral port, on `runtime`.
+pub fn start_ws2tcp(
+    runtime: Runtime,
+    cfg: wsbridge_core::ws2tcp::Ws2TcpConfig,
+    max_connections: usize,
+) -> Bridge {
     cfg.validate().expect("valid config");
     start(
-        Runtime::Mio,
+        runtime,
         Arc::new(wsbridge_core::ws2tcp::Ws2TcpFactory(Arc::new(cfg))),
         max_connections,
     )

@@ -18,25 +18,7 @@ use wsbridge_tests::certs::TestCert;
 
 const T: Duration = Duration::from_secs(20);
 
-/// For each scenario `fn name(rt: Runtime)`, a module `name` with one test per runtime: `name::mio` and
-/// `name::smol`.
-macro_rules! both_runtimes {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use wsbridge_tests::bridge::Runtime;
-            #[test]
-            fn mio() {
-                super::$name(Runtime::Mio)
-            }
-            #[test]
-            fn smol() {
-                super::$name(Runtime::Smol)
-            }
-        }
-    )*};
-}
-
-both_runtimes!(
+wsbridge_tests::both_runtimes!(
     bridge_hello_headers_and_data_both_ways,
     implicit_tls_reports_tls_and_sni_in_bridge_hello,
     starttls_upgrades_and_pipelined_plaintext_never_reaches_tls,
@@ -50,6 +32,7 @@ both_runtimes!(
     over_max_connections_a_client_is_refused_at_once,
     a_backend_that_is_down_gets_the_client_closed_cleanly,
     a_backend_that_refuses_the_upgrade_gets_the_client_closed_cleanly,
+    close_mode_relays_what_the_backend_sends_after_the_clients_close,
 );
 
 fn connect(addr: std::net::SocketAddr) -> TcpStream {
@@ -477,4 +460,55 @@ fn a_backend_that_refuses_the_upgrade_gets_the_client_closed_cleanly(rt: Runtime
     let mut c = connect(bridge.addr);
     let took = time_to_close(&mut c, Duration::from_secs(5));
     assert!(took < Duration::from_secs(1), "{took:?}");
+}
+
+/// `--half-close close`: the client's FIN becomes a Close after its data, and the bridge keeps relaying
+/// backend → client until the backend's Close. The backend here (our engine with a deferred Close reply,
+/// as `ws2tcp` does) sends its whole answer after it got the Close, then replies.
+fn close_mode_relays_what_the_backend_sends_after_the_clients_close(rt: Runtime) {
+    use wsbridge_core::ws::{CloseCode, CloseFrame, CloseReply, Event};
+    use wsbridge_tests::blocking_ws::BlockingWs;
+    const N: usize = 4 << 20;
+    let answer = random_bytes(6, N);
+    let want = sha1(&answer);
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", l.local_addr().unwrap());
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let cfg = wsbridge_core::WsConfig::default();
+        let mut ws = BlockingWs::accept(s, &cfg, &["wsbridge.v1"]).unwrap();
+        ws.set_close_reply(CloseReply::Deferred);
+        let mut request = Vec::new();
+        let close = loop {
+            match ws.next_event().unwrap() {
+                Some(Event::Binary { data, .. }) => request.extend_from_slice(&data),
+                Some(Event::Close(frame)) => break frame,
+                Some(_) => {}
+                None => panic!("closed without a Close"),
+            }
+        };
+        assert!(ws.engine().close_reply_owed());
+        for chunk in answer.chunks(64 << 10) {
+            ws.send_binary(bytes::Bytes::copy_from_slice(chunk), true)
+                .unwrap();
+        }
+        ws.close(Some(&CloseFrame::new(CloseCode::NORMAL, "")))
+            .unwrap();
+        tx.send((request, close)).unwrap();
+        let _ = ws.finish();
+    });
+    let mut cfg = tcp2ws_config(&url);
+    cfg.half_close = HalfClose::Close;
+    let bridge = start_tcp2ws(rt, cfg, 100);
+    let mut c = connect(bridge.addr);
+    c.write_all(b"GET /everything\r\n").unwrap();
+    c.shutdown(Shutdown::Write).unwrap();
+    let got = read_to_end(&mut c);
+    let (request, close) = rx.recv_timeout(T).unwrap();
+    assert_eq!(request, b"GET /everything\r\n");
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::NORMAL));
+    assert_eq!(got.len(), N, "every byte sent after the client's Close");
+    assert_eq!(sha1(&got), want);
 }

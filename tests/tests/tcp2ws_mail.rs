@@ -28,25 +28,7 @@ Hello Alice.\r\n.this line starts with a dot\r\n..and this one with two\r\nBob\r
 const MESSAGE_2: &[u8] =
     b"From: carol@example.test\r\nTo: alice@example.test\r\nSubject: two\r\n\r\nShort.\r\n";
 
-/// For each scenario `fn name(rt: Runtime)`, a module `name` with one test per runtime: `name::mio` and
-/// `name::smol`.
-macro_rules! both_runtimes {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use wsbridge_tests::bridge::Runtime;
-            #[test]
-            fn mio() {
-                super::$name(Runtime::Mio)
-            }
-            #[test]
-            fn smol() {
-                super::$name(Runtime::Smol)
-            }
-        }
-    )*};
-}
-
-both_runtimes!(
+wsbridge_tests::both_runtimes!(
     curl_pop3s_retrieves_lists_and_deletes_over_implicit_tls,
     curl_smtp_with_ssl_reqd_upgrades_with_starttls_and_delivers_the_body,
     curl_pop3_with_ssl_reqd_upgrades_with_stls_before_logging_in,

@@ -86,25 +86,7 @@ fn wait_for_stall(counter: &AtomicUsize, quiet: Duration, limit: Duration) -> us
     }
 }
 
-/// For each scenario `fn name(rt: Runtime)`, a module `name` with one test per runtime: `name::mio` and
-/// `name::smol`.
-macro_rules! both_runtimes {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            use wsbridge_tests::bridge::Runtime;
-            #[test]
-            fn mio() {
-                super::$name(Runtime::Mio)
-            }
-            #[test]
-            fn smol() {
-                super::$name(Runtime::Smol)
-            }
-        }
-    )*};
-}
-
-both_runtimes!(
+wsbridge_tests::both_runtimes!(
     a_client_that_stops_reading_holds_the_bridge_to_its_buffer_and_loses_nothing,
     a_backend_that_stops_reading_holds_the_bridge_to_its_buffer_and_loses_nothing,
 );

@@ -1,5 +1,7 @@
-//! `ws2tcp` end to end on 127.0.0.1: the mio runtime, a Socket2Web-style client in Python `websockets`
-//! (an independent implementation), tungstenite clients, and TCP targets that count what reaches them.
+//! `ws2tcp` end to end on 127.0.0.1: a Socket2Web-style client in Python `websockets` (an independent
+//! implementation), tungstenite clients, and TCP targets that count what reaches them. Every scenario
+//! runs on both runtimes (`<scenario>::mio`, `<scenario>::smol`, see
+//! [`wsbridge_tests::both_runtimes!`]), so a failure names the runtime.
 //! Every socket and child process has a timeout so a bug fails a test instead of hanging it. No test
 //! sends a packet outside 127.0.0.0/8 and ::1: denied targets are refused before any connect.
 
@@ -237,12 +239,30 @@ fn allow(rules: &[&str]) -> TargetPolicy {
 
 // ---- tests ----
 
-#[test]
-fn socket2web_client_relays_16_mib_through_an_allowed_target() {
+wsbridge_tests::both_runtimes!(
+    socket2web_client_relays_16_mib_through_an_allowed_target,
+    every_spelling_of_a_special_target_is_refused_and_never_dialled,
+    with_an_allow_list_only_the_listed_range_is_reachable,
+    a_refused_target_gives_the_failure_status_and_1011,
+    a_target_that_never_answers_gives_the_failure_status_at_the_connect_timeout,
+    static_mode_accepts_the_binary_subprotocol_and_relays_bytes,
+    the_tunnel_carries_64_mib_each_way_with_half_close,
+    slow_or_silent_clients_are_closed_at_the_timeout_without_delaying_others,
+    over_max_connections_a_client_gets_close_1013,
+    origins_outside_the_list_get_403_and_other_paths_404,
+    the_tls_protocol_reaches_a_tls_target_with_the_configured_trust,
+    the_target_closing_ends_the_session_with_1000_after_its_last_bytes,
+    a_wss_listener_serves_static_mode_over_tls,
+    tcp2ws_close_mode_through_the_tunnel_gets_all_16_mib_echoed,
+    a_tls_clients_close_notify_ends_its_side_like_a_fin,
+    a_tls_targets_close_notify_ends_the_relay_like_a_fin,
+);
+
+fn socket2web_client_relays_16_mib_through_an_allowed_target(rt: Runtime) {
     let target = EchoTarget::start();
     let mut cfg = ws2tcp_config();
     cfg.policy = allow(&["127.0.0.1/32"]);
-    let bridge = start_ws2tcp(cfg, 100);
+    let bridge = start_ws2tcp(rt, cfg, 100);
     let url = format!("ws://{}/", bridge.addr);
     let plan = json!([
         {"handshake": json!({"protocol":"tcp","target_ip":"127.0.0.1","target_port":target.port}).to_string(),
@@ -279,11 +299,10 @@ fn hosts_names_on_loopback() -> Vec<String> {
     names
 }
 
-#[test]
-fn every_spelling_of_a_special_target_is_refused_and_never_dialled() {
+fn every_spelling_of_a_special_target_is_refused_and_never_dialled(rt: Runtime) {
     let target = EchoTarget::start();
     let p = target.port;
-    let bridge = start_ws2tcp(ws2tcp_config(), 100); // the default policy: no --allow
+    let bridge = start_ws2tcp(rt, ws2tcp_config(), 100); // the default policy: no --allow
     let mut ips: Vec<String> = [
         "127.0.0.1",
         "127.1",
@@ -355,8 +374,7 @@ fn every_spelling_of_a_special_target_is_refused_and_never_dialled() {
     assert_eq!(target.accepts(), 0, "a denied target must never be dialled");
 }
 
-#[test]
-fn with_an_allow_list_only_the_listed_range_is_reachable() {
+fn with_an_allow_list_only_the_listed_range_is_reachable(rt: Runtime) {
     let target = EchoTarget::start();
     let mut cfg = ws2tcp_config();
     cfg.policy = TargetPolicy::parse(
@@ -364,7 +382,7 @@ fn with_an_allow_list_only_the_listed_range_is_reachable() {
         &["127.0.0.0/8:1-1023".into()],
     )
     .unwrap();
-    let bridge = start_ws2tcp(cfg, 100);
+    let bridge = start_ws2tcp(rt, cfg, 100);
     let p = target.port;
     let plan = json!([
         handshake("127.0.0.1", json!(p)),
@@ -383,12 +401,11 @@ fn with_an_allow_list_only_the_listed_range_is_reachable() {
     assert_eq!(target.accepts(), 2);
 }
 
-#[test]
-fn a_refused_target_gives_the_failure_status_and_1011() {
+fn a_refused_target_gives_the_failure_status_and_1011(rt: Runtime) {
     let mut cfg = ws2tcp_config();
     cfg.policy = allow(&["127.0.0.1/32"]);
     cfg.connect_timeout = Duration::from_secs(2);
-    let bridge = start_ws2tcp(cfg, 100);
+    let bridge = start_ws2tcp(rt, cfg, 100);
     let results = python_client(
         &format!("ws://{}/", bridge.addr),
         &json!([handshake("127.0.0.1", json!(closed_port()))]),
@@ -401,8 +418,7 @@ fn a_refused_target_gives_the_failure_status_and_1011() {
     );
 }
 
-#[test]
-fn a_target_that_never_answers_gives_the_failure_status_at_the_connect_timeout() {
+fn a_target_that_never_answers_gives_the_failure_status_at_the_connect_timeout(rt: Runtime) {
     // A listener whose accept queue is full: Linux drops further SYNs, so a connect hangs — without a
     // packet leaving loopback.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -430,7 +446,7 @@ fn a_target_that_never_answers_gives_the_failure_status_at_the_connect_timeout()
     let mut cfg = ws2tcp_config();
     cfg.policy = allow(&["127.0.0.1/32"]);
     cfg.connect_timeout = Duration::from_millis(1500);
-    let bridge = start_ws2tcp(cfg, 100);
+    let bridge = start_ws2tcp(rt, cfg, 100);
     let results = python_client(
         &format!("ws://{}/", bridge.addr),
         &json!([handshake("127.0.0.1", json!(addr.port()))]),
@@ -441,12 +457,11 @@ fn a_target_that_never_answers_gives_the_failure_status_at_the_connect_timeout()
     drop(fillers);
 }
 
-#[test]
-fn static_mode_accepts_the_binary_subprotocol_and_relays_bytes() {
+fn static_mode_accepts_the_binary_subprotocol_and_relays_bytes(rt: Runtime) {
     let target = EchoTarget::start();
     let mut cfg = ws2tcp_config();
     cfg.target = Some(StaticTarget::parse(&format!("127.0.0.1:{}", target.port)).unwrap());
-    let bridge = start_ws2tcp(cfg, 100);
+    let bridge = start_ws2tcp(rt, cfg, 100);
     let stream = TcpStream::connect(bridge.addr).unwrap();
     stream.set_read_timeout(Some(T)).unwrap();
     let mut req = format!("ws://{}/websockify", bridge.addr)
@@ -478,8 +493,7 @@ fn static_mode_accepts_the_binary_subprotocol_and_relays_bytes() {
     assert!(matches!(close_of(&mut ws).0, 1000 | 1005));
 }
 
-#[test]
-fn the_tunnel_carries_64_mib_each_way_with_half_close() {
+fn the_tunnel_carries_64_mib_each_way_with_half_close(rt: Runtime) {
     const N: usize = 64 << 20;
     // The TCP service: reads everything (hash), sends N bytes, and after the client's EOF a tail.
     let service = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -505,11 +519,11 @@ fn the_tunnel_carries_64_mib_each_way_with_half_close() {
     let mut cfg = ws2tcp_config();
     cfg.target = Some(StaticTarget::parse(&service_addr.to_string()).unwrap());
     cfg.buffer_size = 256 << 10;
-    let gateway = start_ws2tcp(cfg, 100);
+    let gateway = start_ws2tcp(rt, cfg, 100);
     let mut edge_cfg = tcp2ws_config(&format!("ws://{}/tunnel", gateway.addr));
     edge_cfg.half_close = HalfClose::Eof;
     edge_cfg.buffer_size = 256 << 10;
-    let edge = start_tcp2ws(Runtime::Mio, edge_cfg, 100);
+    let edge = start_tcp2ws(rt, edge_cfg, 100);
 
     let c = TcpStream::connect(edge.addr).unwrap();
     c.set_read_timeout(Some(T)).unwrap();
@@ -535,13 +549,12 @@ fn the_tunnel_carries_64_mib_each_way_with_half_close() {
     );
 }
 
-#[test]
-fn slow_or_silent_clients_are_closed_at_the_timeout_without_delaying_others() {
+fn slow_or_silent_clients_are_closed_at_the_timeout_without_delaying_others(rt: Runtime) {
     let target = EchoTarget::start();
     let mut cfg = ws2tcp_config();
     cfg.policy = allow(&["127.0.0.1/32"]);
     cfg.handshake_timeout = Duration::from_millis(1000);
-    let bridge = start_ws2tcp(cfg, 100);
+    let bridge = start_ws2tcp(rt, cfg, 100);
 
     // Silent at the TCP level: never sends the upgrade.
     let mut silent = TcpStream::connect(bridge.addr).unwrap();
@@ -596,12 +609,11 @@ fn slow_or_silent_clients_are_closed_at_the_timeout_without_delaying_others() {
     assert!(start.elapsed() < Duration::from_millis(3000));
 }
 
-#[test]
-fn over_max_connections_a_client_gets_close_1013() {
+fn over_max_connections_a_client_gets_close_1013(rt: Runtime) {
     let target = EchoTarget::start();
     let mut cfg = ws2tcp_config();
     cfg.target = Some(StaticTarget::parse(&format!("127.0.0.1:{}", target.port)).unwrap());
-    let bridge = start_ws2tcp(cfg, 1);
+    let bridge = start_ws2tcp(rt, cfg, 1);
     let mut first = ws_connect(bridge.addr, "/", &[]).unwrap();
     first
         .send(Message::Binary(bytes::Bytes::from_static(b"x")))
@@ -624,12 +636,11 @@ fn over_max_connections_a_client_gets_close_1013() {
     assert!(matches!(third.read().unwrap(), Message::Binary(_)));
 }
 
-#[test]
-fn origins_outside_the_list_get_403_and_other_paths_404() {
+fn origins_outside_the_list_get_403_and_other_paths_404(rt: Runtime) {
     let mut cfg = ws2tcp_config();
     cfg.allowed_origins = vec!["https://app.example.test".into()];
     cfg.path = Some("/ws".into());
-    let bridge = start_ws2tcp(cfg, 100);
+    let bridge = start_ws2tcp(rt, cfg, 100);
     let status = |path: &str, headers: &[(&str, &str)]| match ws_connect(bridge.addr, path, headers)
     {
         Ok(mut ws) => {
@@ -658,8 +669,7 @@ fn origins_outside_the_list_get_403_and_other_paths_404() {
     );
 }
 
-#[test]
-fn the_tls_protocol_reaches_a_tls_target_with_the_configured_trust() {
+fn the_tls_protocol_reaches_a_tls_target_with_the_configured_trust(rt: Runtime) {
     let cert = wsbridge_tests::certs::TestCert::new();
     let server = wsbridge_core::tls::server_config(vec![cert.pair()]).unwrap();
     // A TLS echo target.
@@ -690,7 +700,7 @@ fn the_tls_protocol_reaches_a_tls_target_with_the_configured_trust() {
         wsbridge_core::tls::RustlsSession::client(client.clone(), name)
             .map(|s| Box::new(s) as Box<dyn wsbridge_core::tls::TlsSession>)
     }));
-    let bridge = start_ws2tcp(cfg, 100);
+    let bridge = start_ws2tcp(rt, cfg, 100);
     let mut ws = ws_connect(bridge.addr, "/", &[]).unwrap();
     assert_eq!(next_text(&mut ws), GREETING);
     ws.send(Message::Text(
@@ -715,7 +725,7 @@ fn the_tls_protocol_reaches_a_tls_target_with_the_configured_trust() {
         wsbridge_core::tls::RustlsSession::client(mozilla_only.clone(), name)
             .map(|s| Box::new(s) as Box<dyn wsbridge_core::tls::TlsSession>)
     }));
-    let bridge = start_ws2tcp(cfg, 100);
+    let bridge = start_ws2tcp(rt, cfg, 100);
     // Python `websockets` here: tungstenite 0.30 does not know close code 1014 (Bad Gateway, registered
     // after RFC 6455) and reports it as a protocol violation; browsers and websockets accept it.
     let plan = json!([{"handshake": json!({"protocol":"tls","target_ip":"127.0.0.1","target_port":port}).to_string()}]);
@@ -728,8 +738,7 @@ fn the_tls_protocol_reaches_a_tls_target_with_the_configured_trust() {
     );
 }
 
-#[test]
-fn the_target_closing_ends_the_session_with_1000_after_its_last_bytes() {
+fn the_target_closing_ends_the_session_with_1000_after_its_last_bytes(rt: Runtime) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
     thread::spawn(move || {
@@ -739,7 +748,7 @@ fn the_target_closing_ends_the_session_with_1000_after_its_last_bytes() {
     });
     let mut cfg = ws2tcp_config();
     cfg.policy = allow(&["127.0.0.1/32"]);
-    let bridge = start_ws2tcp(cfg, 100);
+    let bridge = start_ws2tcp(rt, cfg, 100);
     let mut ws = ws_connect(bridge.addr, "/", &[]).unwrap();
     assert_eq!(next_text(&mut ws), GREETING);
     ws.send(Message::Text(
@@ -762,8 +771,7 @@ fn the_target_closing_ends_the_session_with_1000_after_its_last_bytes() {
     assert_eq!(code, Some(TCloseCode::Normal));
 }
 
-#[test]
-fn a_wss_listener_serves_static_mode_over_tls() {
+fn a_wss_listener_serves_static_mode_over_tls(rt: Runtime) {
     let target = EchoTarget::start();
     let cert = wsbridge_tests::certs::TestCert::new();
     let server = wsbridge_core::tls::server_config(vec![cert.pair()]).unwrap();
@@ -773,7 +781,7 @@ fn a_wss_listener_serves_static_mode_over_tls() {
         Box::new(wsbridge_core::tls::RustlsSession::server(server.clone()).unwrap())
             as Box<dyn wsbridge_core::tls::TlsSession>
     }));
-    let bridge = start_ws2tcp(cfg, 100);
+    let bridge = start_ws2tcp(rt, cfg, 100);
     let tcp = TcpStream::connect(bridge.addr).unwrap();
     tcp.set_read_timeout(Some(T)).unwrap();
     let conn = rustls::ClientConnection::new(cert.client_config(), "localhost".try_into().unwrap())
@@ -800,6 +808,203 @@ fn a_wss_listener_serves_static_mode_over_tls() {
         match ws.read() {
             Ok(Message::Close(_)) | Err(_) => break,
             Ok(_) => {}
+        }
+    }
+}
+
+/// `tcp2ws --half-close close` → `ws2tcp --target` (the `wsbridge.v1` tunnel) → a TCP echo: the client
+/// writes 16 MiB and shuts its write side. The FIN becomes a Close after the data; `ws2tcp` shuts the
+/// echo's write side, relays what the echo still sends, and answers the Close only after the echo's EOF,
+/// so every byte comes back.
+fn tcp2ws_close_mode_through_the_tunnel_gets_all_16_mib_echoed(rt: Runtime) {
+    const N: usize = 16 << 20;
+    let target = EchoTarget::start();
+    let mut cfg = ws2tcp_config();
+    cfg.target = Some(StaticTarget::parse(&format!("127.0.0.1:{}", target.port)).unwrap());
+    let gateway = start_ws2tcp(rt, cfg, 100);
+    let mut edge_cfg = tcp2ws_config(&format!("ws://{}/", gateway.addr));
+    edge_cfg.half_close = HalfClose::Close;
+    let edge = start_tcp2ws(rt, edge_cfg, 100);
+
+    // Twice: a bulk transfer, and a small request whose FIN follows at once (its data and the Close
+    // reach `ws2tcp` together; the in-memory tests cover a Close that arrives while still dialling).
+    for n in [N, 1000] {
+        let c = TcpStream::connect(edge.addr).unwrap();
+        c.set_read_timeout(Some(T)).unwrap();
+        let mut reader = c.try_clone().unwrap();
+        let data = random_bytes(n as u64, n);
+        let want = sha1(&data);
+        let writer = thread::spawn(move || {
+            let mut c = c;
+            c.write_all(&data).unwrap();
+            c.shutdown(Shutdown::Write).unwrap();
+        });
+        let mut got = Vec::with_capacity(n);
+        reader.read_to_end(&mut got).expect("read until EOF");
+        writer.join().unwrap();
+        assert_eq!(got.len(), n, "every byte echoed");
+        assert_eq!(sha1(&got), want, "intact");
+    }
+    assert_eq!(target.accepts(), 2);
+}
+
+/// A `wss://` client that ends its TLS with close_notify (no WebSocket Close) and keeps the TCP
+/// connection open: that is its EOF, the session ends at once (the target gets its FIN too).
+fn a_tls_clients_close_notify_ends_its_side_like_a_fin(rt: Runtime) {
+    let target = EofTarget::start();
+    let cert = wsbridge_tests::certs::TestCert::new();
+    let server = wsbridge_core::tls::server_config(vec![cert.pair()]).unwrap();
+    let mut cfg = ws2tcp_config();
+    cfg.target = Some(StaticTarget::parse(&format!("127.0.0.1:{}", target.port)).unwrap());
+    cfg.server_tls = Some(Arc::new(move || {
+        Box::new(wsbridge_core::tls::RustlsSession::server(server.clone()).unwrap())
+            as Box<dyn wsbridge_core::tls::TlsSession>
+    }));
+    let bridge = start_ws2tcp(rt, cfg, 100);
+    let tcp = TcpStream::connect(bridge.addr).unwrap();
+    tcp.set_read_timeout(Some(T)).unwrap();
+    let conn = rustls::ClientConnection::new(cert.client_config(), "localhost".try_into().unwrap())
+        .unwrap();
+    let tls = rustls::StreamOwned::new(conn, tcp);
+    let req = format!("wss://localhost:{}/", bridge.addr.port())
+        .into_client_request()
+        .unwrap();
+    let (mut ws, _) = tungstenite::client(req, tls).expect("upgrade over TLS");
+    ws.send(Message::Binary(bytes::Bytes::from_static(b"hello")))
+        .unwrap();
+    assert_eq!(target.received.recv_timeout(T).unwrap(), b"hello");
+    // close_notify, and the socket stays open.
+    let start = Instant::now();
+    let tls = ws.get_mut();
+    tls.conn.send_close_notify();
+    tls.flush().unwrap();
+    let eof = target.eof.recv_timeout(T).expect("the target gets its FIN");
+    assert!(
+        eof.duration_since(start) < Duration::from_secs(3),
+        "{:?}",
+        eof - start
+    );
+    let mut buf = [0u8; 4096];
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => break,
+            Ok(_) => continue, // what was in flight
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                panic!("the bridge did not close after the client's close_notify")
+            }
+            Err(_) => break, // closed without close_notify: also closed
+        }
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// A `tls` target that sends its last bytes, then close_notify, and keeps the TCP connection open: that
+/// is its EOF — the client gets the bytes, then Close 1000 at once, and the target's socket is closed.
+fn a_tls_targets_close_notify_ends_the_relay_like_a_fin(rt: Runtime) {
+    let cert = wsbridge_tests::certs::TestCert::new();
+    let server = wsbridge_core::tls::server_config(vec![cert.pair()]).unwrap();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let (closed_tx, closed_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(T)).unwrap();
+        let conn = rustls::ServerConnection::new(server).unwrap();
+        let mut tls = rustls::StreamOwned::new(conn, s);
+        tls.write_all(b"220 banner\r\nbye\r\n").unwrap();
+        tls.conn.send_close_notify();
+        tls.flush().unwrap();
+        // Keep the socket open until the bridge closes its side.
+        let mut buf = [0u8; 4096];
+        let closed = loop {
+            match tls.sock.read(&mut buf) {
+                Ok(0) => break true,
+                Ok(_) => continue, // the bridge's own close_notify
+                Err(e) => {
+                    break e.kind() != std::io::ErrorKind::WouldBlock
+                        && e.kind() != std::io::ErrorKind::TimedOut
+                }
+            }
+        };
+        let _ = closed_tx.send(closed);
+    });
+    let roots = vec![cert.cert.clone()];
+    let client = wsbridge_core::tls::client_config(roots).unwrap();
+    let mut cfg = ws2tcp_config();
+    cfg.policy = allow(&["127.0.0.1/32"]);
+    cfg.target_tls = Some(Arc::new(move |name: &str| {
+        wsbridge_core::tls::RustlsSession::client(client.clone(), name)
+            .map(|s| Box::new(s) as Box<dyn wsbridge_core::tls::TlsSession>)
+    }));
+    let bridge = start_ws2tcp(rt, cfg, 100);
+    let mut ws = ws_connect(bridge.addr, "/", &[]).unwrap();
+    assert_eq!(next_text(&mut ws), GREETING);
+    let start = Instant::now();
+    ws.send(Message::Text(
+        json!({"protocol":"tls","target_ip":"127.0.0.1","target_port":port})
+            .to_string()
+            .into(),
+    ))
+    .unwrap();
+    assert_eq!(next_text(&mut ws), SUCCESS);
+    let mut got = Vec::new();
+    let code = loop {
+        match ws.read() {
+            Ok(Message::Binary(b)) => got.extend_from_slice(&b),
+            Ok(Message::Close(f)) => break f.map(|f| f.code),
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(got, b"220 banner\r\nbye\r\n");
+    assert_eq!(code, Some(TCloseCode::Normal));
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        closed_rx.recv_timeout(T).unwrap(),
+        "the bridge closes the target's socket"
+    );
+}
+
+/// A TCP target that reports what it reads and when it sees EOF.
+struct EofTarget {
+    port: u16,
+    received: mpsc::Receiver<Vec<u8>>,
+    eof: mpsc::Receiver<Instant>,
+}
+
+impl EofTarget {
+    fn start() -> EofTarget {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let (rx_tx, received) = mpsc::channel();
+        let (eof_tx, eof) = mpsc::channel();
+        thread::spawn(move || {
+            let (mut s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(T)).unwrap();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = s.read(&mut buf) {
+                if n == 0 {
+                    let _ = eof_tx.send(Instant::now());
+                    break;
+                }
+                let _ = rx_tx.send(buf[..n].to_vec());
+            }
+        });
+        EofTarget {
+            port,
+            received,
+            eof,
         }
     }
 }

@@ -22,6 +22,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::config::{HalfClose, ListenerTls, Tcp2WsConfig, TUNNEL_PROTOCOL};
 use super::control::{self, ClientFacts, FromBackend};
+use crate::deadline::QuietDeadline;
 use crate::http::head::HeadReader;
 use crate::session::{Action, EndReason, Leg, Session, Traffic};
 use crate::wire::{Beat, Earliest, Heartbeat, Wire};
@@ -64,8 +65,8 @@ enum ClientTls {
 enum Ending {
     /// Running.
     No,
-    /// Flushing both legs until this deadline, then finished.
-    Flushing { deadline: Instant },
+    /// Flushing both legs until they are empty, or until nothing moved for the close timeout.
+    Flushing(QuietDeadline),
     /// Done: the runtime closes both sockets.
     Finished,
 }
@@ -180,9 +181,7 @@ impl Tcp2WsSession {
             self.end = Some(reason);
         }
         if self.ending == Ending::No {
-            self.ending = Ending::Flushing {
-                deadline: now + self.cfg.ws.close_timeout,
-            };
+            self.ending = Ending::Flushing(QuietDeadline::new(now, self.cfg.ws.close_timeout));
         }
         self.down_write_closed = true;
     }
@@ -203,8 +202,15 @@ impl Tcp2WsSession {
         self.end_with(end, now);
     }
 
+    /// Bytes moved: an ending session keeps flushing.
+    fn progress(&mut self) {
+        if let Ending::Flushing(wait) = &mut self.ending {
+            wait.progress();
+        }
+    }
+
     fn update_finished(&mut self) {
-        if let Ending::Flushing { .. } = self.ending {
+        if let Ending::Flushing(_) = self.ending {
             let up_idle = match &self.up {
                 Up::Open(ws) => ws.is_closed() && !ws.wants_write(),
                 _ => true,
@@ -488,6 +494,7 @@ impl Tcp2WsSession {
 
 impl Session for Tcp2WsSession {
     fn handle_input(&mut self, leg: Leg, data: BytesMut, now: Instant) {
+        self.progress();
         match leg {
             Leg::Down => self.on_client_bytes(data, now),
             Leg::Up => self.on_backend_bytes(data, now),
@@ -639,8 +646,8 @@ impl Session for Tcp2WsSession {
         if let Some(ws) = self.ws() {
             ws.handle_timeout(now);
         }
-        if let Ending::Flushing { deadline } = self.ending {
-            if now >= deadline {
+        if let Ending::Flushing(wait) = &mut self.ending {
+            if wait.expired(now) {
                 self.ending = Ending::Finished;
                 return;
             }
@@ -708,7 +715,7 @@ impl Session for Tcp2WsSession {
         let mut t = Earliest::default();
         match self.ending {
             Ending::Finished => return None,
-            Ending::Flushing { deadline } => t.consider(Some(deadline)),
+            Ending::Flushing(wait) => t.consider(Some(wait.deadline())),
             Ending::No => {
                 if !self.hello_sent {
                     t.consider(Some(self.created + self.cfg.handshake_timeout));
@@ -762,6 +769,9 @@ impl Session for Tcp2WsSession {
     }
 
     fn advance(&mut self, leg: Leg, n: usize, now: Instant) {
+        if n > 0 {
+            self.progress();
+        }
         match leg {
             Leg::Down => self.down.out.advance(n),
             Leg::Up => {

@@ -13,6 +13,15 @@
 //!
 //! Pings are answered automatically, the close handshake is run to completion, and a peer that breaks the
 //! protocol gets a Close with the matching code (1002, 1007, 1009) before the connection counts as closed.
+//!
+//! # The Close reply
+//! By default ([`CloseReply::Immediate`]) the peer's Close is answered as soon as it is decoded. An owner
+//! that still has data for the peer (a bridge relaying the far side's last bytes) opts in to
+//! [`CloseReply::Deferred`] with [`WebSocket::set_close_reply`]: the peer's Close then leaves the
+//! connection *close-received* — nothing more is read, data may still be sent (RFC 6455 §5.5.1 lets an
+//! endpoint send its Close "as soon as practical", e.g. after its current message) — until the owner calls
+//! [`WebSocket::close`], which sends the reply and closes the connection. The engine keeps no timer for
+//! this: bounding the wait is the owner's business.
 
 use std::fmt;
 use std::io::IoSlice;
@@ -27,6 +36,7 @@ use super::mask::apply_mask;
 use super::outq::OutQueue;
 use super::text::Utf8Bytes;
 use crate::config::WsConfig;
+use crate::deadline::QuietDeadline;
 use crate::entropy::Entropy;
 
 /// Payloads up to this size are copied next to their header so the frame goes out as one slice.
@@ -74,8 +84,10 @@ pub enum Event {
     Ping(Bytes),
     /// A pong arrived.
     Pong(Bytes),
-    /// The peer sent Close (`None`: no status, 1005). If we had not sent ours, the reply is queued.
-    /// The connection is now closed for reading and writing.
+    /// The peer sent Close (`None`: no status, 1005). Nothing more is read. If we had not sent ours:
+    /// with [`CloseReply::Immediate`] the reply is queued and the connection is closed; with
+    /// [`CloseReply::Deferred`] the reply is owed — data may still be sent until [`WebSocket::close`]
+    /// sends it (see [`WebSocket::close_reply_owed`]).
     Close(Option<CloseFrame>),
     /// The peer broke the protocol; our Close with the matching code is queued and the connection closed.
     Failed(ProtocolError),
@@ -86,7 +98,8 @@ pub enum Event {
 /// Why a send was refused. Nothing was queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendError {
-    /// A Close was sent or received: no more frames may be sent.
+    /// A Close was sent, or received (and, if deferred, answered): no more frames may be sent. While a
+    /// deferred reply is owed, data frames may still be sent but pings may not.
     Closed,
     /// A fragmented message of the other type is still open.
     MessageInProgress,
@@ -106,15 +119,42 @@ impl fmt::Display for SendError {
 
 impl std::error::Error for SendError {}
 
+/// When the peer's Close is answered (see the module docs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CloseReply {
+    /// The reply is queued as soon as the peer's Close is decoded, and the connection is closed.
+    #[default]
+    Immediate,
+    /// The peer's Close leaves the connection close-received: we may still send data frames, nothing
+    /// more is read, and [`WebSocket::close`] sends the reply.
+    Deferred,
+}
+
 /// The close handshake.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum CloseState {
     /// Both directions open.
     Open,
-    /// We sent Close and wait for the peer's until the deadline; incoming data is still delivered.
-    Sent { deadline: Instant },
+    /// The peer's Close arrived and our reply is deferred: data may still be sent, nothing is read, and
+    /// `close` sends the reply (then `Closed`).
+    Received,
+    /// We sent Close and wait for the peer's; incoming data is still delivered. The wait ends after
+    /// `close_timeout` without input, so a long tail is not cut off.
+    Sent(QuietDeadline),
     /// Both Closes exchanged, the connection failed, the wait timed out, or the transport ended.
     Closed,
+}
+
+impl CloseState {
+    /// Input is still decoded.
+    fn reads(self) -> bool {
+        matches!(self, CloseState::Open | CloseState::Sent(_))
+    }
+
+    /// Data frames may still be sent.
+    fn sends(self) -> bool {
+        matches!(self, CloseState::Open | CloseState::Received)
+    }
 }
 
 /// The message type of an outgoing fragmented message.
@@ -141,6 +181,7 @@ pub struct WebSocket {
     arena: BytesMut,
     outgoing: Outgoing,
     state: CloseState,
+    close_reply: CloseReply,
 }
 
 impl WebSocket {
@@ -163,7 +204,13 @@ impl WebSocket {
             arena: BytesMut::new(),
             outgoing: Outgoing::None,
             state: CloseState::Open,
+            close_reply: CloseReply::Immediate,
         }
+    }
+
+    /// How the peer's Close is answered from now on ([`CloseReply::Immediate`] unless set).
+    pub fn set_close_reply(&mut self, reply: CloseReply) {
+        self.close_reply = reply;
     }
 
     // ---- input ----
@@ -171,9 +218,7 @@ impl WebSocket {
     /// Whether the driver should read more: the connection still reads and its undecoded input is under
     /// `max_read_buffer`. It turns false while the owner stops polling events (backpressure).
     pub fn wants_read(&self) -> bool {
-        self.state != CloseState::Closed
-            && !self.peer_eof
-            && self.undecoded() < self.max_read_buffer
+        self.state.reads() && !self.peer_eof && self.undecoded() < self.max_read_buffer
     }
 
     fn undecoded(&self) -> usize {
@@ -184,8 +229,11 @@ impl WebSocket {
     /// that reads successive buffers out of one allocation (`reserve`, read, `split`) gets contiguous
     /// input joined for free.
     pub fn handle_input(&mut self, data: BytesMut) {
-        if self.state == CloseState::Closed || data.is_empty() {
+        if !self.state.reads() || data.is_empty() {
             return;
+        }
+        if let CloseState::Sent(wait) = &mut self.state {
+            wait.progress();
         }
         if !self.rx_next.is_empty() {
             self.rx_next.unsplit(data);
@@ -199,10 +247,11 @@ impl WebSocket {
         self.peer_eof = true;
     }
 
-    /// The deadline from [`WebSocket::poll_timeout`] has passed (calling it early does nothing).
+    /// The deadline from [`WebSocket::poll_timeout`] has passed (calling it early does nothing). While we
+    /// wait for the peer's Close, the wait ends only after `close_timeout` without any input.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if let CloseState::Sent { deadline } = self.state {
-            if now >= deadline {
+        if let CloseState::Sent(wait) = &mut self.state {
+            if wait.expired(now) {
                 self.state = CloseState::Closed;
             }
         }
@@ -211,14 +260,14 @@ impl WebSocket {
     /// When [`WebSocket::handle_timeout`] must be called next: while waiting for the peer's Close.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            CloseState::Sent { deadline } => Some(deadline),
+            CloseState::Sent(wait) => Some(wait.deadline()),
             _ => None,
         }
     }
 
     /// The next event, decoding buffered input on demand.
     pub fn poll_event(&mut self) -> Option<Event> {
-        if self.state == CloseState::Closed {
+        if !self.state.reads() {
             return None;
         }
         match self.decode() {
@@ -271,11 +320,15 @@ impl WebSocket {
             }
             Decoded::Pong(payload) => Event::Pong(payload),
             Decoded::Close(frame) => {
-                if self.state == CloseState::Open {
-                    // Echo the status (RFC 6455 §5.5.1); no status is answered with no status.
-                    self.queue_close(frame.as_ref());
-                }
-                self.state = CloseState::Closed;
+                self.state = match (self.state, self.close_reply) {
+                    (CloseState::Open, CloseReply::Deferred) => CloseState::Received,
+                    (CloseState::Open, CloseReply::Immediate) => {
+                        // Echo the status (RFC 6455 §5.5.1); no status is answered with no status.
+                        self.queue_close(frame.as_ref());
+                        CloseState::Closed
+                    }
+                    _ => CloseState::Closed,
+                };
                 self.drop_input();
                 Event::Close(frame)
             }
@@ -294,7 +347,8 @@ impl WebSocket {
         self.send_data(Outgoing::Text, text.into(), true)
     }
 
-    /// Queues a ping; it goes out ahead of queued data frames (but never inside one).
+    /// Queues a ping; it goes out ahead of queued data frames (but never inside one). Only while both
+    /// directions are open.
     pub fn ping(&mut self, payload: &[u8]) -> Result<(), SendError> {
         if payload.len() > MAX_CONTROL_PAYLOAD {
             return Err(SendError::ControlTooLong);
@@ -306,16 +360,18 @@ impl WebSocket {
         Ok(())
     }
 
-    /// Starts the close handshake: queues our Close (`None` sends no status) and waits for the peer's
-    /// until `now + close_timeout`. Data already queued goes out first; nothing may be sent after.
+    /// Queues our Close (`None` sends no status); data already queued goes out first, nothing may be
+    /// sent after. Open: starts the close handshake and waits for the peer's Close until it has been
+    /// silent for `close_timeout`. Close-received ([`CloseReply::Deferred`]): this is the owed reply, and the
+    /// connection is closed.
     pub fn close(&mut self, frame: Option<&CloseFrame>, now: Instant) -> Result<(), SendError> {
-        if self.state != CloseState::Open {
-            return Err(SendError::Closed);
-        }
-        self.queue_close(frame);
-        self.state = CloseState::Sent {
-            deadline: now + self.close_timeout,
+        let next = match self.state {
+            CloseState::Open => CloseState::Sent(QuietDeadline::new(now, self.close_timeout)),
+            CloseState::Received => CloseState::Closed,
+            CloseState::Sent(_) | CloseState::Closed => return Err(SendError::Closed),
         };
+        self.queue_close(frame);
+        self.state = next;
         Ok(())
     }
 
@@ -350,9 +406,19 @@ impl WebSocket {
         self.state == CloseState::Closed
     }
 
-    /// We may still send data frames.
+    /// Neither side has sent Close: both directions are open.
     pub fn is_open(&self) -> bool {
         self.state == CloseState::Open
+    }
+
+    /// We may still send data frames: open, or the peer's Close arrived and our reply is owed.
+    pub fn can_send(&self) -> bool {
+        self.state.sends()
+    }
+
+    /// The peer's Close arrived and, deferred, our reply has not been sent: call [`WebSocket::close`].
+    pub fn close_reply_owed(&self) -> bool {
+        self.state == CloseState::Received
     }
 
     /// Bytes of input held undecoded or in an unfinished text message.
@@ -361,7 +427,7 @@ impl WebSocket {
     }
 
     fn send_data(&mut self, kind: Outgoing, data: Bytes, fin: bool) -> Result<(), SendError> {
-        if self.state != CloseState::Open {
+        if !self.state.sends() {
             return Err(SendError::Closed);
         }
         let opcode = match (self.outgoing, kind) {

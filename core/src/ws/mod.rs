@@ -23,7 +23,7 @@ pub mod text;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
-pub use connection::{Event, Role, SendError, WebSocket};
+pub use connection::{CloseReply, Event, Role, SendError, WebSocket};
 pub use decoder::{Decoded, Decoder, ProtocolError};
 pub use frame::{FrameHeader, OpCode};
 pub use text::Utf8Bytes;

@@ -18,6 +18,17 @@
 //! Client data that arrives before the target is connected waits (at most `buffer_size` bytes, then
 //! the client is no longer read). No byte accepted from either side is dropped at close: the side that
 //! closes first gets its queue flushed to the other before the session ends.
+//!
+//! **The client's Close is a half-close.** The engine defers its reply ([`CloseReply::Deferred`]): the
+//! client's data goes to the target, whose write side is then shut (FIN, after a close_notify on TLS);
+//! the target's answer keeps flowing to the client as Binary until the target's EOF, and only then does
+//! the Close reply (1000) go out — bounded by the close timeout, after which the reply goes anyway. A
+//! dial still under way when the Close arrives is finished first, so data sent right before the Close is
+//! delivered. This is what makes `ws2tcp` a correct backend for `tcp2ws --half-close close` (a client's
+//! FIN becomes a Close there, DESIGN §1.1) and loses no reply of a request-then-FIN client.
+//!
+//! A TLS close_notify is the peer's EOF on either leg (the TLS layer reads nothing after it, so the
+//! socket's FIN would never be seen).
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -29,10 +40,11 @@ use bytes::{Bytes, BytesMut};
 
 use super::config::{Ws2TcpConfig, AT_CAPACITY, BINARY_PROTOCOL, TUNNEL_PROTOCOL};
 use super::protocol::{self, Handshake, TargetProtocol, TunnelControl};
+use crate::deadline::QuietDeadline;
 use crate::front::{CapacitySession, Front, FrontInput, FrontState, Rules};
 use crate::session::{new_connection_id, Action, EndReason, Leg, Session, Traffic};
 use crate::wire::{Beat, Earliest, Heartbeat, Wire};
-use crate::ws::{CloseCode, CloseFrame, Event, Utf8Bytes, WebSocket};
+use crate::ws::{CloseCode, CloseFrame, CloseReply, Event, Utf8Bytes, WebSocket};
 use crate::Entropy;
 
 /// How the client talks.
@@ -68,8 +80,16 @@ enum Stage {
 /// How the session is ending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
+    /// Running.
     No,
-    Flushing { deadline: Instant },
+    /// The client's Close arrived; our reply is owed. The target (dialled first, if need be) gets the
+    /// client's data and its FIN, and its answer is relayed until its EOF or this deadline, then the
+    /// reply goes out and the session flushes. The deadline passes only after the close timeout without
+    /// progress, so a long answer is not cut off.
+    Draining(QuietDeadline),
+    /// Flushing both legs until they are empty, or until nothing moved for the close timeout.
+    Flushing(QuietDeadline),
+    /// Done: the runtime closes both sockets.
     Finished,
 }
 
@@ -186,10 +206,8 @@ impl Ws2TcpSession {
 
     fn end_with(&mut self, reason: EndReason, now: Instant) {
         self.end.get_or_insert(reason);
-        if self.ending == Ending::No {
-            self.ending = Ending::Flushing {
-                deadline: now + self.cfg.ws.close_timeout,
-            };
+        if matches!(self.ending, Ending::No | Ending::Draining(_)) {
+            self.ending = Ending::Flushing(QuietDeadline::new(now, self.cfg.ws.close_timeout));
         }
         self.shut_target();
     }
@@ -199,7 +217,13 @@ impl Ws2TcpSession {
         self.ending = Ending::Finished;
     }
 
-    /// Closes the client's WebSocket with `code` and ends the session (what is queued still goes).
+    /// Whether the target leg is still wanted: running, or draining the target after the client's Close.
+    fn target_wanted(&self) -> bool {
+        matches!(self.ending, Ending::No | Ending::Draining(_))
+    }
+
+    /// Closes the client's WebSocket with `code` (or sends the owed reply with it) and ends the session
+    /// (what is queued still goes).
     fn close_client(&mut self, code: CloseCode, reason: &str, end: EndReason, now: Instant) {
         if let Some(ws) = self.ws() {
             let _ = ws.close(Some(&CloseFrame::new(code, reason)), now);
@@ -243,8 +267,15 @@ impl Ws2TcpSession {
         }
     }
 
+    /// Bytes moved: an ending session keeps draining or flushing.
+    fn progress(&mut self) {
+        if let Ending::Draining(wait) | Ending::Flushing(wait) = &mut self.ending {
+            wait.progress();
+        }
+    }
+
     fn update_finished(&mut self) {
-        if let Ending::Flushing { .. } = self.ending {
+        if let Ending::Flushing(_) = self.ending {
             let up_flushed = self.upwire.queued() == 0 || self.stage != Stage::Relay;
             if self.front.done() && up_flushed {
                 self.ending = Ending::Finished;
@@ -255,6 +286,10 @@ impl Ws2TcpSession {
     // ---- the client leg ----
 
     fn on_upgraded(&mut self, protocol: Option<String>, now: Instant) {
+        if let Some(ws) = self.ws() {
+            // The client's Close is answered once the target has answered (see the module docs).
+            ws.set_close_reply(CloseReply::Deferred);
+        }
         self.heartbeat = Heartbeat::start(self.cfg.ping_interval, now);
         self.last_activity = now;
         match self.kind {
@@ -393,8 +428,7 @@ impl Ws2TcpSession {
                         }
                         _ => EndReason::Normal,
                     };
-                    self.client_done = true;
-                    self.end_with(reason, now);
+                    self.on_client_close(reason, now);
                 }
                 Event::Failed(e) => {
                     self.client_done = true;
@@ -411,6 +445,32 @@ impl Ws2TcpSession {
         }
     }
 
+    /// The client's Close: a half-close. Its data (already handed on) goes to the target, then the
+    /// target's FIN; the target's answer is relayed until its EOF, then our reply goes out.
+    fn on_client_close(&mut self, reason: EndReason, now: Instant) {
+        self.client_done = true;
+        self.end.get_or_insert(reason);
+        let target_may_answer = match self.stage {
+            Stage::Relay => !self.up_eof,
+            Stage::Resolving | Stage::Connecting { .. } | Stage::TargetTls => true,
+            Stage::Upgrading | Stage::Handshake | Stage::Over => false,
+        };
+        let owed = self.front.ws_ref().is_some_and(|ws| ws.close_reply_owed());
+        if owed && target_may_answer && self.ending == Ending::No {
+            if self.stage == Stage::Relay {
+                self.shut_target();
+            } // else `start_relay` shuts it once the client's data is in (`client_done`)
+            self.ending = Ending::Draining(QuietDeadline::new(now, self.cfg.ws.close_timeout));
+        } else {
+            self.reply_to_client(now);
+        }
+    }
+
+    /// Sends the Close reply the client is owed (if any) and ends the session.
+    fn reply_to_client(&mut self, now: Instant) {
+        self.close_client(CloseCode::NORMAL, "", EndReason::Normal, now);
+    }
+
     fn on_tunnel_control(&mut self, text: &str, now: Instant) {
         match TunnelControl::parse(text) {
             Ok(TunnelControl::Hello {
@@ -425,6 +485,15 @@ impl Ws2TcpSession {
                 EndReason::PeerError(Leg::Down, why.clone()),
                 now,
             ),
+        }
+    }
+
+    /// The client ended its side of the transport (FIN, or a TLS close_notify).
+    fn on_client_eof(&mut self, now: Instant) {
+        if self.front.handle_eof() {
+            // Gone before the upgrade.
+            self.stage = Stage::Over;
+            self.end_with(EndReason::Normal, now);
         }
     }
 
@@ -484,7 +553,7 @@ impl Ws2TcpSession {
 
     fn on_target_eof(&mut self, now: Instant) {
         match self.stage {
-            Stage::Relay => {
+            Stage::Relay if !self.up_eof => {
                 self.up_eof = true;
                 match self.kind {
                     Kind::Tunnel if !self.client_done => {
@@ -520,6 +589,7 @@ impl Ws2TcpSession {
 
 impl Session for Ws2TcpSession {
     fn handle_input(&mut self, leg: Leg, data: BytesMut, now: Instant) {
+        self.progress();
         match leg {
             Leg::Down => {
                 let cfg = self.cfg.clone();
@@ -543,23 +613,24 @@ impl Session for Ws2TcpSession {
                         self.abort(EndReason::PeerError(Leg::Down, why));
                     }
                 }
+                if self.front.take_tls_eof() {
+                    self.on_client_eof(now);
+                }
             }
-            Leg::Up => self.on_target_bytes(data, now),
+            Leg::Up => {
+                self.on_target_bytes(data, now);
+                // The target's close_notify is its EOF: the TLS layer reads nothing after it.
+                if !self.up_eof && self.upwire.tls.as_ref().is_some_and(|t| t.peer_closed()) {
+                    self.on_target_eof(now);
+                }
+            }
         }
         self.drive(now);
     }
 
     fn handle_eof(&mut self, leg: Leg, now: Instant) {
         match leg {
-            Leg::Down => match self.ws() {
-                Some(ws) => ws.handle_eof(),
-                None => {
-                    // Gone before the upgrade (or after a refusal was written).
-                    self.stage = Stage::Over;
-                    self.end_with(EndReason::Normal, now);
-                    self.front.discard();
-                }
-            },
+            Leg::Down => self.on_client_eof(now),
             Leg::Up => self.on_target_eof(now),
         }
         self.drive(now);
@@ -593,7 +664,7 @@ impl Session for Ws2TcpSession {
     }
 
     fn handle_resolved(&mut self, result: Result<Vec<SocketAddr>, String>, now: Instant) {
-        if self.stage != Stage::Resolving || self.ending != Ending::No {
+        if self.stage != Stage::Resolving || !self.target_wanted() {
             return;
         }
         let target = if self.host.contains(':') {
@@ -637,7 +708,7 @@ impl Session for Ws2TcpSession {
     }
 
     fn handle_connected(&mut self, now: Instant) {
-        if !matches!(self.stage, Stage::Connecting { .. }) || self.ending != Ending::No {
+        if !matches!(self.stage, Stage::Connecting { .. }) || !self.target_wanted() {
             return;
         }
         if self.protocol == TargetProtocol::Tls {
@@ -682,13 +753,20 @@ impl Session for Ws2TcpSession {
         if let Some(ws) = self.ws() {
             ws.handle_timeout(now);
         }
-        if let Ending::Flushing { deadline } = self.ending {
-            if now >= deadline {
+        let expired = match &mut self.ending {
+            Ending::Flushing(wait) | Ending::Draining(wait) => wait.expired(now),
+            _ => false,
+        };
+        match self.ending {
+            Ending::Flushing(_) if expired => {
                 self.ending = Ending::Finished;
                 return;
             }
+            // The target went quiet without finishing: the client gets its reply now.
+            Ending::Draining(_) if expired => self.reply_to_client(now),
+            _ => {}
         }
-        if self.ending == Ending::No {
+        if self.target_wanted() {
             let handshake_due = now >= self.created + self.cfg.handshake_timeout;
             match self.stage {
                 Stage::Upgrading if handshake_due => {
@@ -764,7 +842,11 @@ impl Session for Ws2TcpSession {
         let mut t = Earliest::default();
         match self.ending {
             Ending::Finished => return None,
-            Ending::Flushing { deadline } => t.consider(Some(deadline)),
+            Ending::Flushing(wait) => t.consider(Some(wait.deadline())),
+            Ending::Draining(wait) => {
+                t.consider(Some(wait.deadline()));
+                t.consider(self.connect_deadline);
+            }
             Ending::No => {
                 if matches!(self.stage, Stage::Upgrading | Stage::Handshake) {
                     t.consider(Some(self.created + self.cfg.handshake_timeout));
@@ -793,7 +875,7 @@ impl Session for Ws2TcpSession {
                 Stage::TargetTls => self.upwire.wants_read(),
                 Stage::Relay => {
                     !self.up_eof
-                        && self.front.ws_ref().is_some_and(|ws| ws.is_open())
+                        && self.front.ws_ref().is_some_and(|ws| ws.can_send())
                         && self.front.queued() < self.cfg.buffer_size
                         && self.upwire.wants_read()
                 }
@@ -810,6 +892,9 @@ impl Session for Ws2TcpSession {
     }
 
     fn advance(&mut self, leg: Leg, n: usize, now: Instant) {
+        if n > 0 {
+            self.progress();
+        }
         match leg {
             Leg::Down => {
                 self.front.advance(n);

@@ -114,7 +114,7 @@ enum State {
     /// The WebSocket; `head` is the 101 still to write ahead of any frame; `flush_deadline` bounds how
     /// long the last bytes may take once the engine is closed.
     Open {
-        ws: WebSocket,
+        ws: Box<WebSocket>,
         head: Bytes,
         flush_deadline: Option<Instant>,
     },
@@ -271,7 +271,7 @@ impl Conn {
                         let mut ws = WebSocket::new(Role::Server, &config());
                         ws.handle_input(head.take_remainder());
                         State::Open {
-                            ws,
+                            ws: Box::new(ws),
                             head: accept_response(&info, None, &[]),
                             flush_deadline: None,
                         }
@@ -327,7 +327,7 @@ impl Conn {
                 let mut ws = WebSocket::new(Role::Client(entropy), &config());
                 ws.handle_input(head.take_remainder());
                 self.state = State::Open {
-                    ws,
+                    ws: Box::new(ws),
                     head: Bytes::new(),
                     flush_deadline: None,
                 };
@@ -371,7 +371,9 @@ impl Conn {
                 self.app.drain(ws);
                 if self.writable {
                     let flushed = match write_from(&mut self.sock, head) {
-                        Ok(f) if !f.blocked => write_from(&mut self.sock, ws).map(|g| (f, g)),
+                        Ok(f) if !f.blocked => {
+                            write_from(&mut self.sock, &mut **ws).map(|g| (f, g))
+                        }
                         Ok(f) => Ok((f, f)),
                         Err(e) => Err(e),
                     };
