@@ -49,8 +49,41 @@ pub enum Action {
         port: u16,
     },
     /// Open a non-blocking TCP connection for the `Up` leg and answer with [`Session::handle_connected`]
-    /// or [`Session::handle_connect_failed`].
+    /// or [`Session::handle_connect_failed`]. If an `Up` socket is open, the runtime closes it first: a
+    /// session that dials again (e.g. after a backend closed its keep-alive connection) gets a fresh leg.
     Connect(SocketAddr),
+    /// Make this session reachable by [`Action::Deliver`] from any session of the same server under
+    /// `id`, until it finishes (the runtime forgets the id then). An id already taken is not replaced.
+    Register(String),
+    /// Hand `message` to the session registered under `to`, wherever it runs, and answer with
+    /// [`Session::handle_delivery_result`] (exactly once per `Deliver`, in order).
+    Deliver {
+        /// The id the receiver registered.
+        to: String,
+        /// What to hand over.
+        message: Delivery,
+    },
+}
+
+/// A message one session hands another through the runtime (`ws2http`: a callback POST's body for the
+/// WebSocket client it is addressed to).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Send it as a Text frame (the body is valid UTF-8), else Binary.
+    pub text: bool,
+    /// The payload.
+    pub data: bytes::Bytes,
+}
+
+/// What became of a [`Delivery`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryResult {
+    /// The receiver queued it.
+    Accepted,
+    /// The receiver's queue is full: nothing was queued (answer 503, never buffer without bound).
+    Full,
+    /// No session is registered under that id (answer 404).
+    Unknown,
 }
 
 /// Why a session ended, for logs and metrics.
@@ -119,6 +152,16 @@ pub trait Session {
     fn handle_connect_failed(&mut self, error: std::io::ErrorKind, now: Instant);
     /// The instant from [`Session::poll_timeout`] has passed.
     fn handle_timeout(&mut self, now: Instant);
+    /// Another session delivers `message` to this one (see [`Action::Register`]). The session queues it
+    /// or refuses it at once; it never blocks. Sessions that never register keep the default.
+    fn handle_delivery(&mut self, message: Delivery, now: Instant) -> DeliveryResult {
+        let _ = (message, now);
+        DeliveryResult::Unknown
+    }
+    /// The answer to this session's [`Action::Deliver`]s, one per `Deliver`, in order.
+    fn handle_delivery_result(&mut self, result: DeliveryResult, now: Instant) {
+        let _ = (result, now);
+    }
 
     /// The next thing the runtime must do for the session.
     fn poll_action(&mut self) -> Option<Action>;

@@ -97,6 +97,9 @@ impl Harness {
                         assert_eq!(addr, BACKEND.parse().unwrap());
                         self.s.handle_connected(self.now);
                     }
+                    Action::Register(_) | Action::Deliver { .. } => {
+                        panic!("this mode neither registers nor delivers")
+                    }
                 }
             }
             let to_client = take(&mut self.s, Leg::Down, self.now);

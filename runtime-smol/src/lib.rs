@@ -50,6 +50,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+mod registry;
 mod server;
 mod session_task;
 #[cfg(test)]

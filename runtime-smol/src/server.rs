@@ -18,6 +18,7 @@ use wsbridge_core::session::SessionFactory;
 use wsbridge_core::tcp2ws::{Tcp2WsConfig, Tcp2WsFactory};
 use wsbridge_core::ws2tcp::{Ws2TcpConfig, Ws2TcpFactory};
 
+use crate::registry::Registry;
 use crate::session_task::SessionTask;
 
 /// Most connections accepted from one listener per wake-up before the task yields.
@@ -180,6 +181,8 @@ pub struct Server {
     /// Closed at the drain deadline: every session task ends.
     kill_tx: Sender<()>,
     kill_rx: Receiver<()>,
+    /// The ids the server's sessions registered, for deliveries between them.
+    registry: Arc<Registry>,
 }
 
 impl std::fmt::Debug for Server {
@@ -239,6 +242,7 @@ impl Server {
             stop_rx,
             kill_tx,
             kill_rx,
+            registry: Arc::default(),
         })
     }
 
@@ -307,7 +311,7 @@ impl Server {
         let Ok(sock) = Async::new(stream) else {
             return; // cannot register with the reactor: closed
         };
-        let task = SessionTask::new(session, sock, self.kill_rx.clone());
+        let task = SessionTask::new(session, sock, self.kill_rx.clone(), self.registry.clone());
         ex.spawn(async move {
             let _counted = counted;
             task.run().await;

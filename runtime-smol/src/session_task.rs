@@ -10,26 +10,38 @@
 //!    vectored writes until `WouldBlock`, `shutdown(Write)` once a leg's queue is closed and empty, the
 //!    timer. Reads go into a reused per-thread buffer, at most [`READ_BUDGET`] per leg per wake-up.
 //! 2. **Wait, once.** [`SessionTask::poll_wait`] polls every source: the kill signal, the resolve, the
-//!    connect, readability of each leg the session wants to read, writability of each leg whose writes
-//!    would block, and the timer. It records *everything* that is ready (async-io consumes a readiness
+//!    connect, the inbox of deliveries (once the session registered an id), the reply to the oldest
+//!    delivery it sent, readability of each leg the session wants to read, writability of each leg
+//!    whose writes would block, and the timer. It records *everything* that is ready (async-io consumes a readiness
 //!    event when it reports it, so nothing may be dropped) and returns it as one [`Woken`] set.
+//!
+//! **Deliveries** between sessions go through the server's [`Registry`]: `Register(id)` maps the id to
+//! this task's bounded inbox; `Deliver { to, .. }` looks the id up and `try_send`s an [`Incoming`] with a
+//! one-slot reply channel (unknown id or a closed inbox: `Unknown`; a full inbox: `Full`, nothing is
+//! queued). The target calls `handle_delivery`, drains, and answers on the reply channel. The source keeps
+//! its replies in the order of its `Deliver`s and hands them over strictly in that order. When a task
+//! ends, its ids are forgotten and whatever is left in its inbox is answered `Unknown`.
 //!
 //! Because nothing here awaits a write, a peer that stops reading never stalls the reads of the other leg:
 //! backpressure is the session's `wants_read`, never a blocked `write_all`.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use async_io::{Async, Timer};
 use bytes::BytesMut;
 use futures_lite::{future, Stream};
-use smol::channel::Receiver;
-use wsbridge_core::session::{Action, Leg, Session};
+use smol::channel::{self, Receiver, Sender, TrySendError};
+use wsbridge_core::session::{Action, DeliveryResult, Leg, Session};
+
+use crate::registry::{Incoming, Registry, INBOX};
 
 /// Bytes asked of the kernel per `read` call.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
@@ -39,6 +51,8 @@ pub(crate) const READ_BUDGET: usize = 256 * 1024;
 const MAX_SLICES: usize = 64;
 /// Most follow-up inputs (write errors) one drain may feed back before the session is given up on.
 const MAX_FOLLOWUPS: usize = 16;
+/// Most deliveries taken from the inbox (and most results handed over) per wake-up.
+const DELIVERY_BUDGET: usize = 64;
 
 thread_local! {
     /// The read buffer, shared by every session task that runs on this thread: the filled part is split
@@ -83,6 +97,21 @@ fn slot(leg: Leg) -> usize {
     }
 }
 
+/// The result of one of the session's `Deliver`s.
+enum Reply {
+    /// Known at once (unknown id, full or closed inbox).
+    Ready(DeliveryResult),
+    /// The target's answer, when it comes (closed unanswered: `Unknown`).
+    Waiting(Pin<Box<Receiver<DeliveryResult>>>),
+}
+
+/// This task's registration: the ids it holds and the inbox they lead to.
+struct Inbox {
+    ids: Vec<String>,
+    tx: Sender<Incoming>,
+    rx: Pin<Box<Receiver<Incoming>>>,
+}
+
 /// Everything one wait found ready.
 #[derive(Default)]
 struct Woken {
@@ -91,6 +120,10 @@ struct Woken {
     timer: bool,
     resolved: Option<Result<Vec<SocketAddr>, String>>,
     connected: Option<io::Result<Async<TcpStream>>>,
+    /// Deliveries from other sessions, in arrival order.
+    incoming: Vec<Incoming>,
+    /// Results of this session's `Deliver`s, in the order it asked.
+    results: Vec<DeliveryResult>,
 }
 
 /// What a wait ended with.
@@ -123,14 +156,21 @@ pub(crate) struct SessionTask {
     /// The waker the kill signal's listener was registered with (see [`Self::killed`]).
     kill_waker: Option<Waker>,
     abandoned: bool,
+    registry: Arc<Registry>,
+    /// Made at the first `Register`.
+    inbox: Option<Inbox>,
+    /// One per `Deliver` not yet handed to the session, oldest first.
+    replies: VecDeque<Reply>,
 }
 
 impl SessionTask {
-    /// A task for `session` on the accepted socket `down`; it ends early when `kill` is closed.
+    /// A task for `session` on the accepted socket `down`; it ends early when `kill` is closed. Its
+    /// session registers ids in, and delivers through, `registry`.
     pub fn new(
         session: Box<dyn Session + Send>,
         down: Async<TcpStream>,
         kill: Receiver<()>,
+        registry: Arc<Registry>,
     ) -> Self {
         SessionTask {
             session,
@@ -142,6 +182,9 @@ impl SessionTask {
             kill: Box::pin(kill),
             kill_waker: None,
             abandoned: false,
+            registry,
+            inbox: None,
+            replies: VecDeque::new(),
         }
     }
 
@@ -211,6 +254,30 @@ impl SessionTask {
                 any = true;
             }
         }
+        if let Some(inbox) = self.inbox.as_mut() {
+            while w.incoming.len() < DELIVERY_BUDGET {
+                match inbox.rx.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(incoming)) => w.incoming.push(incoming),
+                    Poll::Ready(None) | Poll::Pending => break,
+                }
+            }
+            any |= !w.incoming.is_empty();
+        }
+        // Replies in order: only the oldest is waited on.
+        while w.results.len() < DELIVERY_BUDGET {
+            let result = match self.replies.front_mut() {
+                None => break,
+                Some(Reply::Ready(result)) => *result,
+                Some(Reply::Waiting(rx)) => match rx.as_mut().poll_next(cx) {
+                    Poll::Ready(Some(result)) => result,
+                    Poll::Ready(None) => DeliveryResult::Unknown, // dropped unanswered
+                    Poll::Pending => break,
+                },
+            };
+            self.replies.pop_front();
+            w.results.push(result);
+            any = true;
+        }
         for leg in Leg::BOTH {
             let l = &mut self.legs[slot(leg)];
             let Some(sock) = l.sock.as_ref() else {
@@ -265,6 +332,20 @@ impl SessionTask {
                 Err(e) => self.session.handle_connect_failed(e.kind(), now),
             }
             self.drain(now);
+        }
+        for incoming in w.incoming {
+            // Dropping the reply of a delivery that comes too late answers `Unknown`.
+            if !self.done() {
+                let result = self.session.handle_delivery(incoming.message, now);
+                self.drain(now);
+                let _ = incoming.reply.try_send(result); // one slot, one answer: never full
+            }
+        }
+        for result in w.results {
+            if !self.done() {
+                self.session.handle_delivery_result(result, now);
+                self.drain(now);
+            }
         }
         if w.writable && !self.done() {
             self.drain(now);
@@ -438,6 +519,50 @@ impl SessionTask {
                     self.legs[slot(Leg::Up)] = LegIo::default();
                     self.connecting = Some(Box::pin(Async::<TcpStream>::connect(addr)));
                 }
+                Action::Register(id) => {
+                    let inbox = self.inbox.get_or_insert_with(|| {
+                        let (tx, rx) = channel::bounded(INBOX);
+                        Inbox {
+                            ids: Vec::new(),
+                            tx,
+                            rx: Box::pin(rx),
+                        }
+                    });
+                    if self.registry.register(&id, &inbox.tx) {
+                        inbox.ids.push(id);
+                    }
+                }
+                Action::Deliver { to, message } => {
+                    let reply = match self.registry.lookup(&to) {
+                        None => Reply::Ready(DeliveryResult::Unknown),
+                        Some(target) => {
+                            let (reply, answer) = channel::bounded(1);
+                            match target.try_send(Incoming { message, reply }) {
+                                Ok(()) => Reply::Waiting(Box::pin(answer)),
+                                Err(TrySendError::Full(_)) => Reply::Ready(DeliveryResult::Full),
+                                Err(TrySendError::Closed(_)) => {
+                                    Reply::Ready(DeliveryResult::Unknown)
+                                }
+                            }
+                        }
+                    };
+                    self.replies.push_back(reply);
+                }
+            }
+        }
+    }
+}
+
+impl Drop for SessionTask {
+    /// However the task ends: its ids are forgotten (before its sockets close), and deliveries still in
+    /// its inbox are answered `Unknown`.
+    fn drop(&mut self) {
+        if let Some(inbox) = self.inbox.take() {
+            self.registry.forget(&inbox.ids, &inbox.tx);
+            inbox.rx.close();
+            // Bounded: the inbox is closed and holds at most `INBOX` deliveries.
+            while let Ok(incoming) = inbox.rx.try_recv() {
+                let _ = incoming.reply.try_send(DeliveryResult::Unknown);
             }
         }
     }

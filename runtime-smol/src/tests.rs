@@ -1,17 +1,20 @@
 //! The smol driver against trivial sessions defined here (no protocol): they relay bytes between the
-//! legs, greet, tick, dial, resolve, and say what happened, over real sockets on 127.0.0.1. The server
+//! legs, greet, tick, dial, resolve, and say what happened, over real sockets on 127.0.0.1; and a
+//! line-driven session that registers, delivers to others and dials again. The server
 //! runs on a smol executor on a background thread, as an embedding program would run it.
 
 use std::collections::VecDeque;
-use std::io::{self, IoSlice, Read, Write};
+use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BytesMut};
-use wsbridge_core::session::{Action, EndReason, Leg, Session, SessionFactory, Traffic};
+use bytes::{Buf, Bytes, BytesMut};
+use wsbridge_core::session::{
+    Action, Delivery, DeliveryResult, EndReason, Leg, Session, SessionFactory, Traffic,
+};
 use wsbridge_core::Entropy;
 
 use crate::{ListenerSpec, RuntimeOptions, Server};
@@ -653,4 +656,314 @@ fn run_is_once_and_a_server_stopped_before_it_runs_returns_at_once() {
     assert!(empty.is_err());
     let zero = Server::bind(vec![spec()], RuntimeOptions { max_connections: 0 });
     assert!(zero.is_err());
+}
+
+// ---- deliveries between sessions, and dialling again ----
+
+/// A session its client drives with lines: `reg ID` (register), `to ID MSG` (deliver a Text message),
+/// `dial ADDR` (connect the `Up` leg, again if it is open), `up DATA` (write a line to `Up`). It tells its
+/// client what happens, a line each: `registered ID`, `got text MSG`, `result RESULT`, `connected`,
+/// `up eof`; bytes from `Up` are passed through. It ends when its client shuts down its writing side.
+struct Courier {
+    notes: Arc<Mutex<Vec<String>>>,
+    input: BytesMut,
+    actions: VecDeque<Action>,
+    to_down: BytesMut,
+    to_up: BytesMut,
+    connected: bool,
+    down_eof: bool,
+}
+
+impl Courier {
+    fn note(&self, what: &str) {
+        let thread = thread::current().name().unwrap_or("?").to_owned();
+        self.notes
+            .lock()
+            .unwrap()
+            .push(format!("{what} on {thread}"));
+    }
+
+    fn say(&mut self, line: &str) {
+        self.to_down.extend_from_slice(line.as_bytes());
+        self.to_down.extend_from_slice(b"\n");
+    }
+
+    fn command(&mut self, line: &str) {
+        let mut words = line.splitn(3, ' ');
+        match (words.next(), words.next(), words.next()) {
+            (Some("reg"), Some(id), None) => {
+                self.note(&format!("reg {id}"));
+                self.actions.push_back(Action::Register(id.to_owned()));
+                self.say(&format!("registered {id}"));
+            }
+            (Some("to"), Some(id), Some(msg)) => {
+                self.note(&format!("deliver to {id}"));
+                self.actions.push_back(Action::Deliver {
+                    to: id.to_owned(),
+                    message: Delivery {
+                        text: true,
+                        data: Bytes::copy_from_slice(msg.as_bytes()),
+                    },
+                });
+            }
+            (Some("dial"), Some(addr), None) => {
+                self.actions
+                    .push_back(Action::Connect(addr.parse().unwrap()));
+            }
+            (Some("up"), Some(data), None) => {
+                self.to_up.extend_from_slice(data.as_bytes());
+                self.to_up.extend_from_slice(b"\n");
+            }
+            _ => self.say(&format!("bad command {line:?}")),
+        }
+    }
+}
+
+impl Session for Courier {
+    fn handle_input(&mut self, leg: Leg, data: BytesMut, _: Instant) {
+        if leg == Leg::Up {
+            self.to_down.extend_from_slice(&data);
+            return;
+        }
+        self.input.extend_from_slice(&data);
+        // Bounded: every pass takes a line off the input.
+        while let Some(end) = self.input.iter().position(|&b| b == b'\n') {
+            let line = self.input.split_to(end + 1);
+            self.command(std::str::from_utf8(&line[..end]).unwrap());
+        }
+    }
+    fn handle_eof(&mut self, leg: Leg, _: Instant) {
+        match leg {
+            Leg::Down => self.down_eof = true,
+            Leg::Up => {
+                self.connected = false;
+                self.say("up eof");
+            }
+        }
+    }
+    fn handle_io_error(&mut self, leg: Leg, error: io::ErrorKind, _: Instant) {
+        self.say(&format!("io error {leg:?} {error:?}"));
+        self.down_eof = true;
+    }
+    fn handle_resolved(&mut self, _: Result<Vec<SocketAddr>, String>, _: Instant) {}
+    fn handle_connected(&mut self, _: Instant) {
+        self.connected = true;
+        self.say("connected");
+    }
+    fn handle_connect_failed(&mut self, error: io::ErrorKind, _: Instant) {
+        self.say(&format!("connect failed {error:?}"));
+    }
+    fn handle_timeout(&mut self, _: Instant) {}
+    fn handle_delivery(&mut self, message: Delivery, _: Instant) -> DeliveryResult {
+        self.note("delivered");
+        let kind = if message.text { "text" } else { "binary" };
+        let data = String::from_utf8_lossy(&message.data).into_owned();
+        self.say(&format!("got {kind} {data}"));
+        DeliveryResult::Accepted
+    }
+    fn handle_delivery_result(&mut self, result: DeliveryResult, _: Instant) {
+        self.say(&format!("result {result:?}"));
+    }
+    fn poll_action(&mut self) -> Option<Action> {
+        self.actions.pop_front()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+    fn wants_read(&self, leg: Leg) -> bool {
+        match leg {
+            Leg::Down => !self.down_eof,
+            Leg::Up => self.connected,
+        }
+    }
+    fn slices<'a>(&'a self, leg: Leg, dst: &mut [IoSlice<'a>]) -> usize {
+        let q = match leg {
+            Leg::Down => &self.to_down,
+            Leg::Up if self.connected => &self.to_up,
+            Leg::Up => return 0,
+        };
+        if q.is_empty() || dst.is_empty() {
+            return 0;
+        }
+        dst[0] = IoSlice::new(q);
+        1
+    }
+    fn advance(&mut self, leg: Leg, n: usize, _: Instant) {
+        match leg {
+            Leg::Down => self.to_down.advance(n),
+            Leg::Up => self.to_up.advance(n),
+        }
+    }
+    fn write_closed(&self, _: Leg) -> bool {
+        false // the client sees EOF only when the session is closed (its ids forgotten)
+    }
+    fn is_finished(&self) -> bool {
+        self.down_eof && self.to_down.is_empty()
+    }
+    fn connection_id(&self) -> &str {
+        "courier"
+    }
+    fn end_reason(&self) -> Option<&EndReason> {
+        Some(&EndReason::Normal)
+    }
+    fn traffic(&self) -> Traffic {
+        Traffic::default()
+    }
+}
+
+struct CourierFactory(Arc<Mutex<Vec<String>>>);
+
+impl SessionFactory for CourierFactory {
+    fn session(
+        &self,
+        _: SocketAddr,
+        _: Box<dyn Entropy + Send>,
+        _: Instant,
+    ) -> Box<dyn Session + Send> {
+        Box::new(Courier {
+            notes: self.0.clone(),
+            input: BytesMut::new(),
+            actions: VecDeque::new(),
+            to_down: BytesMut::new(),
+            to_up: BytesMut::new(),
+            connected: false,
+            down_eof: false,
+        })
+    }
+    fn over_capacity(
+        &self,
+        _: SocketAddr,
+        _: Box<dyn Entropy + Send>,
+        _: Instant,
+    ) -> Option<Box<dyn Session + Send>> {
+        None
+    }
+    fn mode(&self) -> &'static str {
+        "courier"
+    }
+}
+
+/// A client of a courier session: writes commands, reads the lines it answers.
+struct Client {
+    w: TcpStream,
+    r: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn new(s: TcpStream) -> Self {
+        Client {
+            w: s.try_clone().unwrap(),
+            r: BufReader::new(s),
+        }
+    }
+    fn send(&mut self, lines: &str) {
+        self.w.write_all(lines.as_bytes()).unwrap();
+    }
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.r.read_line(&mut line).unwrap();
+        assert!(line.ends_with('\n'), "the session hung up after {line:?}");
+        line.pop();
+        line
+    }
+    /// Shuts down writing (the session ends) and reads what is left until the session closes.
+    fn finish(mut self) -> Vec<u8> {
+        self.w.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        self.r.read_to_end(&mut rest).unwrap();
+        rest
+    }
+}
+
+/// A backend whose first connection says "one" and shuts down its writing side, then reports (on the
+/// channel) whether the runtime closed that connection; its second connection echoes.
+fn redial_backend() -> (SocketAddr, mpsc::Receiver<&'static str>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let (mut first, _) = l.accept().unwrap();
+        first.set_read_timeout(Some(WAIT)).unwrap();
+        first.write_all(b"one\n").unwrap();
+        first.shutdown(Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let closed = first.read_to_end(&mut rest).is_ok() && rest.is_empty();
+        let _ = tx.send(if closed {
+            "first closed"
+        } else {
+            "first left open"
+        });
+        let (mut second, _) = l.accept().unwrap();
+        second.set_read_timeout(Some(WAIT)).unwrap();
+        let mut w = second.try_clone().unwrap();
+        let _ = io::copy(&mut second, &mut w);
+    });
+    (addr, rx)
+}
+
+fn start_couriers() -> (Running, Arc<Mutex<Vec<String>>>) {
+    let notes = Arc::new(Mutex::new(Vec::new()));
+    let running = Running::start(Arc::new(CourierFactory(notes.clone())), 100);
+    (running, notes)
+}
+
+/// Session A registers "a"; session B delivers to "a" and to "nope" in one go (answered in order though
+/// the unknown id is known at once); C's later claim on "a" does not replace A; once A has finished,
+/// "a" is unknown.
+#[test]
+fn deliveries_reach_the_registered_session_and_answer_in_order() {
+    let (server, notes) = start_couriers();
+    let mut a = Client::new(server.connect());
+    a.send("reg a\n");
+    assert_eq!(a.line(), "registered a");
+    let mut b = Client::new(server.connect());
+    b.send("to a hello\nto nope x\nto a again\n");
+    assert_eq!(a.line(), "got text hello");
+    assert_eq!(a.line(), "got text again");
+    assert_eq!(b.line(), "result Accepted");
+    assert_eq!(b.line(), "result Unknown");
+    assert_eq!(b.line(), "result Accepted");
+
+    let mut c = Client::new(server.connect());
+    c.send("reg a\n");
+    assert_eq!(c.line(), "registered a");
+    b.send("to a still-a\n");
+    assert_eq!(b.line(), "result Accepted");
+    assert_eq!(a.line(), "got text still-a");
+
+    assert_eq!(a.finish(), b"");
+    eventually("A to close", || server.server.active_connections() == 2);
+    b.send("to a late\n");
+    assert_eq!(b.line(), "result Unknown");
+    assert_eq!(c.finish(), b"");
+    assert_eq!(b.finish(), b"");
+    eventually("every session to close", || {
+        server.server.active_connections() == 0
+    });
+    let notes = notes.lock().unwrap().clone();
+    assert_eq!(
+        notes.iter().filter(|n| n.starts_with("delivered")).count(),
+        3,
+        "{notes:?}"
+    );
+}
+
+#[test]
+fn connect_with_an_open_up_leg_closes_it_and_dials_a_fresh_one() {
+    let (backend, closed) = redial_backend();
+    let (server, _) = start_couriers();
+    let mut c = Client::new(server.connect());
+    c.send(&format!("dial {backend}\n"));
+    assert_eq!(c.line(), "connected");
+    assert_eq!(c.line(), "one");
+    assert_eq!(c.line(), "up eof");
+    c.send(&format!("dial {backend}\n"));
+    assert_eq!(closed.recv_timeout(WAIT), Ok("first closed"));
+    assert_eq!(c.line(), "connected");
+    c.send("up ping\n");
+    assert_eq!(c.line(), "ping");
+    assert_eq!(c.finish(), b"");
+    eventually("the session to close", || {
+        server.server.active_connections() == 0
+    });
 }

@@ -13,11 +13,16 @@
 //! - **Timers**: a min-heap of `(deadline, key)` with lazy deletion. A session has at most one live
 //!   entry (`Entry::timer`); a later deadline waits for the earlier entry to fire and is re-armed then, an
 //!   earlier one is pushed and the old entry is skipped when it comes up.
-//! - **Messages** on the loop's channel (new connections from the acceptor, resolver answers, shutdown)
-//!   come with a wake of the loop's [`Waker`].
+//! - **Messages** on the loop's channel (new connections from the acceptor, resolver answers, deliveries
+//!   between sessions, shutdown) come with a wake of the loop's [`Waker`].
+//! - **Deliveries** ([`Action::Deliver`]): the id is looked up in the server's [`Directory`]; the message
+//!   goes to the target's loop as [`Msg::Deliver`] (over its channel, or the loop's own `local` queue when
+//!   the target runs here), the target gets `handle_delivery` and is drained, and the result goes back
+//!   the same way as [`Msg::Delivered`]. Each source session keeps one slot per `Deliver` in order
+//!   (`Entry::results`) and is given the results strictly in that order, whichever loop answers first.
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, VecDeque};
 use std::io::{self, IoSlice, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,8 +34,9 @@ use bytes::BytesMut;
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Waker};
-use wsbridge_core::session::{Action, Leg, Session, SessionFactory};
+use wsbridge_core::session::{Action, Delivery, DeliveryResult, Leg, Session, SessionFactory};
 
+use super::directory::{Address, Directory};
 use super::resolver::Job;
 use super::slab::{Key, Slab, WAKER};
 use crate::io::{write_from, Outgoing, READ_CHUNK};
@@ -45,7 +51,7 @@ const MSG_BATCH: usize = 1024;
 /// session is given up on.
 const MAX_FOLLOWUPS: usize = 16;
 
-/// What the acceptor and the resolver send a loop.
+/// What the acceptor, the resolver and the other loops send a loop.
 pub(crate) enum Msg {
     /// A new connection to drive.
     Accepted(Accepted),
@@ -54,9 +60,27 @@ pub(crate) enum Msg {
         key: Key,
         result: Result<Vec<SocketAddr>, String>,
     },
+    /// A delivery for the session `to` of this loop; its result goes back to `from`.
+    Deliver {
+        to: Key,
+        message: Delivery,
+        from: Origin,
+    },
+    /// The result of the `Deliver` number `seq` of the session `to` of this loop.
+    Delivered {
+        to: Key,
+        seq: u64,
+        result: DeliveryResult,
+    },
     /// Close every session and stop. (A graceful drain, in a later issue, adds a variant that stops
     /// taking connections and lets live sessions finish until a deadline before this.)
     Shutdown,
+}
+
+/// The session a [`Msg::Deliver`] came from, and which of its `Deliver`s it is.
+pub(crate) struct Origin {
+    pub at: Address,
+    pub seq: u64,
 }
 
 /// A connection the acceptor took, already counted in the connection limit.
@@ -139,6 +163,13 @@ struct Entry {
     revisit: bool,
     /// A resolve is in flight.
     resolving: bool,
+    /// The ids this session registered (forgotten when it closes).
+    ids: Vec<String>,
+    /// How many `Deliver`s it asked for so far (the next one's number).
+    delivers: u64,
+    /// One slot per `Deliver` whose result it has not been given yet, oldest first (numbered up to
+    /// `delivers`); filled as results come in, handed over from the front while filled.
+    results: VecDeque<Option<DeliveryResult>>,
 }
 
 /// A `handle_*` call a drain must make before it can finish.
@@ -209,11 +240,19 @@ pub(crate) struct EventLoop {
     pub(crate) read_budget: usize,
     /// The channel had more messages than one turn takes.
     more_msgs: bool,
+    /// This loop's index among the server's loops.
+    index: usize,
+    /// The ids of the server's sessions and the way to the other loops.
+    directory: Arc<Directory>,
+    /// Deliveries and results between sessions of this loop, served like channel messages.
+    local: VecDeque<Msg>,
     stopping: bool,
 }
 
 impl EventLoop {
     pub fn new(
+        index: usize,
+        directory: Arc<Directory>,
         listeners: Arc<[ListenerInfo]>,
         active: Arc<AtomicUsize>,
         resolver: Sender<Job>,
@@ -239,6 +278,9 @@ impl EventLoop {
             buf: BytesMut::new(),
             read_budget: READ_BUDGET,
             more_msgs: false,
+            index,
+            directory,
+            local: VecDeque::new(),
             stopping: false,
         };
         Ok((lp, me))
@@ -261,7 +303,7 @@ impl EventLoop {
     /// One poll and everything it makes due: events, messages, the revisit list from the turn before,
     /// timers. Waits at most `max_wait` (and not at all when work is pending). `Ok(false)` once shut down.
     pub fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<bool> {
-        let mut timeout = if !self.revisit.is_empty() || self.more_msgs {
+        let mut timeout = if !self.revisit.is_empty() || self.more_msgs || !self.local.is_empty() {
             Some(Duration::ZERO)
         } else {
             self.timers
@@ -301,6 +343,13 @@ impl EventLoop {
                 Err(_) => break,
             }
         }
+        // Deliveries between this loop's sessions (including those the messages above made).
+        for _ in 0..MSG_BATCH {
+            match self.local.pop_front() {
+                Some(msg) => self.on_msg(msg, now),
+                None => break,
+            }
+        }
 
         for key in revisit {
             let Some(e) = self.sessions.get_mut(key) else {
@@ -332,10 +381,60 @@ impl EventLoop {
                 e.session.handle_resolved(result, now);
                 self.drain(key, now);
             }
+            Msg::Deliver { to, message, from } => {
+                let result = match self.sessions.get_mut(to) {
+                    Some(e) => {
+                        let result = e.session.handle_delivery(message, now);
+                        self.drain(to, now);
+                        result
+                    }
+                    None => DeliveryResult::Unknown, // it finished since the lookup
+                };
+                let answer = Msg::Delivered {
+                    to: from.at.key,
+                    seq: from.seq,
+                    result,
+                };
+                // The source's loop is gone: there is nobody to answer.
+                let _ = route(
+                    &mut self.local,
+                    &self.directory,
+                    self.index,
+                    from.at.lp,
+                    answer,
+                );
+            }
+            Msg::Delivered { to, seq, result } => self.delivered(to, seq, result, now),
             Msg::Shutdown => {
                 self.stopping = true;
                 self.close_all("shutdown");
             }
+        }
+    }
+
+    /// The result of `key`'s `Deliver` number `seq`: fills its slot, then gives the session every result
+    /// from the front that is in, in order, draining after each.
+    fn delivered(&mut self, key: Key, seq: u64, result: DeliveryResult, now: Instant) {
+        let Some(e) = self.sessions.get_mut(key) else {
+            return; // the source finished
+        };
+        let first = e.delivers - e.results.len() as u64;
+        let slot = seq
+            .checked_sub(first)
+            .and_then(|i| usize::try_from(i).ok())
+            .and_then(|i| e.results.get_mut(i));
+        match slot {
+            Some(slot @ None) => *slot = Some(result),
+            _ => return, // not a result it waits for
+        }
+        // Bounded: every pass takes a slot off the queue, or stops.
+        while let Some(e) = self.sessions.get_mut(key) {
+            let Some(Some(result)) = e.results.front().copied() else {
+                break;
+            };
+            e.results.pop_front();
+            e.session.handle_delivery_result(result, now);
+            self.drain(key, now);
         }
     }
 
@@ -381,6 +480,9 @@ impl EventLoop {
             timer: None,
             revisit: false,
             resolving: false,
+            ids: Vec::new(),
+            delivers: 0,
+            results: VecDeque::new(),
         }) {
             Ok(key) => key,
             Err(_) => {
@@ -691,6 +793,47 @@ impl EventLoop {
                         ..LegIo::default()
                     };
                 }
+                Action::Register(id) => {
+                    let at = Address {
+                        lp: self.index,
+                        key,
+                    };
+                    if self.directory.register(&id, at) {
+                        e.ids.push(id);
+                    }
+                }
+                Action::Deliver { to, message } => {
+                    let seq = e.delivers;
+                    e.delivers += 1;
+                    e.results.push_back(None);
+                    let from = Origin {
+                        at: Address {
+                            lp: self.index,
+                            key,
+                        },
+                        seq,
+                    };
+                    let unknown = Msg::Delivered {
+                        to: key,
+                        seq,
+                        result: DeliveryResult::Unknown,
+                    };
+                    match self.directory.lookup(&to) {
+                        Some(target) => {
+                            let msg = Msg::Deliver {
+                                to: target.key,
+                                message,
+                                from,
+                            };
+                            if route(&mut self.local, &self.directory, self.index, target.lp, msg)
+                                .is_err()
+                            {
+                                self.local.push_back(unknown); // the target's loop is gone
+                            }
+                        }
+                        None => self.local.push_back(unknown),
+                    }
+                }
             }
         }
         None
@@ -744,6 +887,13 @@ impl EventLoop {
         let Some(mut e) = self.sessions.remove(key) else {
             return;
         };
+        if !e.ids.is_empty() {
+            let at = Address {
+                lp: self.index,
+                key,
+            };
+            self.directory.forget(&e.ids, at);
+        }
         for l in &mut e.legs {
             close_leg(self.poll.registry(), l);
         }
@@ -795,5 +945,33 @@ impl Drop for EventLoop {
         }
         // Every session still open is closed, so the connection count stays right.
         self.close_all("shutdown");
+        // Deliveries that will never be served still get their one answer.
+        while let Ok(msg) = self.rx.try_recv() {
+            if let Msg::Deliver { from, .. } = msg {
+                let answer = Msg::Delivered {
+                    to: from.at.key,
+                    seq: from.seq,
+                    result: DeliveryResult::Unknown,
+                };
+                let _ = self.directory.send(from.at.lp, answer);
+            }
+        }
+    }
+}
+
+/// Sends `msg` to loop `lp`: onto `local` when that is this loop (`me`), else over its channel. Gives
+/// `msg` back if that loop is gone.
+fn route(
+    local: &mut VecDeque<Msg>,
+    directory: &Directory,
+    me: usize,
+    lp: usize,
+    msg: Msg,
+) -> Result<(), Msg> {
+    if lp == me {
+        local.push_back(msg);
+        Ok(())
+    } else {
+        directory.send(lp, msg)
     }
 }

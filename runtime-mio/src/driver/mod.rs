@@ -7,7 +7,9 @@
 //!   [`RuntimeOptions::max_connections`] (until it is closed, across all loops) and hands connections to the
 //!   loops round-robin (see `acceptor.rs` for why not `SO_REUSEPORT` per loop);
 //! - N **event loops** (`event_loop.rs`), each a mio `Poll` with its own sessions, timers and read buffer;
-//! - two **resolver** threads shared by the loops (`resolver.rs`), so `getaddrinfo` never blocks a loop.
+//! - two **resolver** threads shared by the loops (`resolver.rs`), so `getaddrinfo` never blocks a loop;
+//! - one **directory** (`directory.rs`) of the ids sessions registered, through which a session
+//!   delivers a message to another on any loop of the same server.
 //!
 //! ```no_run
 //! # use std::sync::Arc;
@@ -23,6 +25,7 @@
 //! ```
 
 mod acceptor;
+mod directory;
 mod event_loop;
 mod resolver;
 mod slab;
@@ -40,6 +43,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use wsbridge_core::session::SessionFactory;
 
 use acceptor::Acceptor;
+use directory::Directory;
 use event_loop::{EventLoop, ListenerInfo, LoopHandle, Msg};
 
 /// Resolver threads per server.
@@ -152,11 +156,18 @@ impl Server {
         let stop = Arc::new(AtomicBool::new(false));
 
         let resolver = resolver::spawn(RESOLVER_THREADS)?;
+        let directory = Arc::new(Directory::default());
         let mut threads = Threads::default();
         let mut loops = Vec::with_capacity(opts.threads);
         let started = (|| -> io::Result<Arc<Waker>> {
             for i in 0..opts.threads {
-                let (lp, handle) = EventLoop::new(infos.clone(), active.clone(), resolver.clone())?;
+                let (lp, handle) = EventLoop::new(
+                    i,
+                    directory.clone(),
+                    infos.clone(),
+                    active.clone(),
+                    resolver.clone(),
+                )?;
                 loops.push(handle);
                 threads.loops.push(
                     std::thread::Builder::new()
@@ -164,6 +175,7 @@ impl Server {
                         .spawn(move || lp.run())?,
                 );
             }
+            directory.set_loops(loops.clone());
             let (acceptor, waker) = Acceptor::new(
                 sockets,
                 infos.clone(),
