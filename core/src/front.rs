@@ -6,10 +6,11 @@ use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 
 use crate::config::WsConfig;
 use crate::http::head::HeadReader;
+use crate::http::request::Request;
 use crate::http::HttpError;
 use crate::session::{Action, EndReason, Leg, Session, Traffic};
 use crate::tls::TlsSession;
@@ -27,12 +28,16 @@ pub(crate) struct Rules<'a> {
     pub protocols: &'a [&'a str],
     /// The engine's limits.
     pub ws: &'a WsConfig,
+    /// Extra fields of the 101 (e.g. CORS).
+    pub extra_headers: &'a [(&'a str, &'a str)],
 }
 
 /// Where the leg is.
 pub(crate) enum FrontState {
     /// Reading the upgrade request (through TLS, if on).
     Head(HeadReader),
+    /// A request head was handed to the owner, which has not decided yet (deferred mode).
+    Held,
     /// The WebSocket is open (or closing).
     Open(Box<WebSocket>),
     /// An HTTP error response is queued; the connection closes once it is written.
@@ -54,6 +59,10 @@ pub(crate) enum FrontInput {
     Refused(HttpError, String),
     /// TLS failed.
     Failed(String),
+    /// Deferred mode: the request head and the bytes that followed it.
+    Head(Request, BytesMut),
+    /// Deferred mode: plaintext read while the request is held (its body).
+    Body(BytesMut),
 }
 
 /// See the module docs.
@@ -91,6 +100,16 @@ impl Front {
 
     /// Bytes read from the socket.
     pub(crate) fn handle_input(&mut self, data: BytesMut, rules: &Rules<'_>) -> FrontInput {
+        match self.handle_input_deferred(data) {
+            FrontInput::Head(req, rest) => self.upgrade(&req, rest, rules),
+            other => other,
+        }
+    }
+
+    /// Like [`Front::handle_input`], but a complete request head is handed to the owner
+    /// ([`FrontInput::Head`]) instead of being upgraded: the owner then calls [`Front::upgrade`] or
+    /// [`Front::respond`]; until it does, plaintext read comes back as [`FrontInput::Body`].
+    pub(crate) fn handle_input_deferred(&mut self, data: BytesMut) -> FrontInput {
         let plain = match self.wire.receive(data) {
             Ok(Some(p)) => p,
             Ok(None) => return FrontInput::Nothing,
@@ -101,6 +120,7 @@ impl Front {
         };
         let head = match &mut self.state {
             FrontState::Head(head) => head,
+            FrontState::Held => return FrontInput::Body(plain),
             FrontState::Open(ws) => {
                 ws.handle_input(plain);
                 return FrontInput::Nothing;
@@ -108,11 +128,25 @@ impl Front {
             FrontState::Refused | FrontState::Gone => return FrontInput::Nothing,
         };
         head.feed(&plain);
-        let req = match head.poll_request() {
-            Ok(Some(req)) => req,
-            Ok(None) => return FrontInput::Nothing,
-            Err(e) => return self.refuse(e, e.reason.to_owned()),
-        };
+        match head.poll_request() {
+            Ok(Some(req)) => {
+                let rest = head.take_remainder();
+                self.state = FrontState::Held;
+                FrontInput::Head(req, rest)
+            }
+            Ok(None) => FrontInput::Nothing,
+            Err(e) => self.refuse(e, e.reason.to_owned()),
+        }
+    }
+
+    /// Upgrades the request handed out by [`Front::handle_input_deferred`] under `rules` (`rest`: the
+    /// bytes that followed its head), or refuses it.
+    pub(crate) fn upgrade(
+        &mut self,
+        req: &Request,
+        rest: BytesMut,
+        rules: &Rules<'_>,
+    ) -> FrontInput {
         if let Some(path) = rules.path {
             if req.path() != path {
                 return self.refuse(
@@ -121,7 +155,7 @@ impl Front {
                 );
             }
         }
-        let info = match validate_upgrade(&req) {
+        let info = match validate_upgrade(req) {
             Ok(info) => info,
             Err(e) => return self.refuse(e, e.reason.to_owned()),
         };
@@ -133,13 +167,29 @@ impl Front {
             return self.refuse(HttpError::new(403, "origin not allowed"), why);
         }
         let protocol = choose_protocol(&info.protocols, rules.protocols).map(str::to_owned);
-        let rest = head.take_remainder();
-        self.wire
-            .send(accept_response(&info, protocol.as_deref(), &[]));
+        self.wire.send(accept_response(
+            &info,
+            protocol.as_deref(),
+            rules.extra_headers,
+        ));
         let mut ws = WebSocket::new(Role::Server, rules.ws);
         ws.handle_input(rest);
         self.state = FrontState::Open(Box::new(ws));
         FrontInput::Upgraded { protocol }
+    }
+
+    /// Answers a held request with a complete `response`; the connection closes once it is written.
+    pub(crate) fn respond(&mut self, response: Bytes) {
+        self.wire.send(response);
+        self.wire.close_notify();
+        self.state = FrontState::Refused;
+    }
+
+    /// Sends bytes (e.g. `100 Continue`) while a request is held.
+    pub(crate) fn send_raw(&mut self, data: Bytes) {
+        if matches!(self.state, FrontState::Held) {
+            self.wire.send(data);
+        }
     }
 
     /// True once, after the client's TLS close_notify and every plaintext byte before it were taken: its
@@ -161,7 +211,7 @@ impl Front {
                 ws.handle_eof();
                 false
             }
-            FrontState::Head(_) => {
+            FrontState::Head(_) | FrontState::Held => {
                 self.discard();
                 true
             }
@@ -196,7 +246,7 @@ impl Front {
     /// Whether to read from the socket now.
     pub(crate) fn wants_read(&self) -> bool {
         let state = match &self.state {
-            FrontState::Head(_) => true,
+            FrontState::Head(_) | FrontState::Held => true,
             FrontState::Open(ws) => ws.wants_read(),
             _ => false,
         };
@@ -218,7 +268,7 @@ impl Front {
     /// Nothing more will be queued: shut the socket's write side once flushed.
     pub(crate) fn write_closed(&self) -> bool {
         match &self.state {
-            FrontState::Head(_) => false,
+            FrontState::Head(_) | FrontState::Held => false,
             FrontState::Open(ws) => ws.is_closed(),
             FrontState::Refused | FrontState::Gone => true,
         }
@@ -256,6 +306,8 @@ pub struct CapacitySession {
     reason: &'static str,
     protocols: Vec<&'static str>,
     ws: WsConfig,
+    /// What a request that is not a WebSocket upgrade gets instead of the upgrade's error.
+    plain_answer: Option<Bytes>,
     finished: bool,
     end: Option<EndReason>,
 }
@@ -279,9 +331,17 @@ impl CapacitySession {
             reason,
             protocols,
             ws: ws.clone(),
+            plain_answer: None,
             finished: false,
             end: None,
         }
+    }
+
+    /// Requests that are not WebSocket upgrades (a listener that also serves plain HTTP) get this
+    /// complete response, e.g. a 503, instead of the upgrade's 4xx.
+    pub fn with_plain_answer(mut self, response: Bytes) -> Self {
+        self.plain_answer = Some(response);
+        self
     }
 
     fn settle(&mut self) {
@@ -311,8 +371,19 @@ impl Session for CapacitySession {
             origin_ok: &origin_ok,
             protocols: &self.protocols,
             ws: &self.ws,
+            extra_headers: &[],
         };
-        match self.front.handle_input(data, &rules) {
+        let input = match self.front.handle_input_deferred(data) {
+            FrontInput::Head(req, rest) => match &self.plain_answer {
+                Some(answer) if validate_upgrade(&req).is_err() => {
+                    self.front.respond(answer.clone());
+                    FrontInput::Nothing
+                }
+                _ => self.front.upgrade(&req, rest, &rules),
+            },
+            other => other,
+        };
+        match input {
             FrontInput::Upgraded { .. } => {
                 let frame = CloseFrame::new(CloseCode::TRY_AGAIN_LATER, self.reason);
                 if let Some(ws) = self.front.ws() {
@@ -322,6 +393,7 @@ impl Session for CapacitySession {
             }
             FrontInput::Failed(e) => self.finish(EndReason::PeerError(Leg::Down, e)),
             FrontInput::Refused(..) | FrontInput::Nothing => {}
+            FrontInput::Head(..) | FrontInput::Body(_) => {}
         }
         if self.front.take_tls_eof() {
             return self.handle_eof(Leg::Down, now);

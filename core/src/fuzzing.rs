@@ -1076,3 +1076,49 @@ pub fn upgrade_response(data: &[u8]) {
         Err(_) => {}
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// http_response
+// ---------------------------------------------------------------------------------------------------------
+
+/// What a [`ResponseReader`](crate::http::client::ResponseReader) made of a stream fed in `pieces`,
+/// then (if it was still waiting) an end of stream.
+fn read_response(
+    pieces: &[&[u8]],
+    max_body: usize,
+) -> Result<Option<crate::http::client::ClientResponse>, HttpError> {
+    let mut reader = crate::http::client::ResponseReader::new(512, 16, max_body);
+    for piece in pieces {
+        if let Some(done) = reader.feed(piece)? {
+            return Ok(Some(done));
+        }
+    }
+    reader.eof()
+}
+
+/// The `http_response` target (the `ws2http` backend's answers): byte 0 picks the chunking (and, in its
+/// top bit, a small body cap); the rest is what a backend sent. The outcome must not depend on the
+/// chunking, a body never exceeds the cap, and errors are 502s.
+pub fn http_response(data: &[u8]) {
+    let [pattern, stream @ ..] = data else {
+        return;
+    };
+    let max_body = if pattern & 0x80 != 0 { 16 } else { 4096 };
+    let result = read_response(&chunks(stream, *pattern), max_body);
+    assert_eq!(
+        result,
+        read_response(&[stream], max_body),
+        "the chunking of the input showed"
+    );
+    match result {
+        Ok(Some(r)) => {
+            assert!(r.body.len() <= max_body, "body over the cap");
+            assert!(
+                (200..=999).contains(&r.head.status),
+                "an interim head was returned"
+            );
+        }
+        Ok(None) => {}
+        Err(e) => assert_eq!(e.status, 502),
+    }
+}

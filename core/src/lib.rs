@@ -27,6 +27,7 @@ pub mod tls;
 pub mod url;
 pub(crate) mod wire;
 pub mod ws;
+pub mod ws2http;
 pub mod ws2tcp;
 
 pub use config::WsConfig;

@@ -67,3 +67,8 @@ fn upgrade_request_corpus() {
 fn upgrade_response_corpus() {
     replay("upgrade_response", fuzzing::upgrade_response);
 }
+
+#[test]
+fn http_response_corpus() {
+    replay("http_response", fuzzing::http_response);
+}

@@ -1,5 +1,7 @@
 //! HTTP/1.1 heads: just enough HTTP for the WebSocket opening handshake and the bridge's small endpoints.
 //!
+//! - [`client`]: the sans-IO HTTP/1.1 client codec (requests, response bodies, keep-alive), and body
+//!   framing shared with servers;
 //! - [`head`]: [`head::HeadReader`] buffers bytes until a complete head (bounded, linear time) and parses it;
 //! - [`headers`]: [`headers::Headers`], the ordered header list with the lookups both heads share;
 //! - [`request`]: [`request::Request`], an owned request head with path, query and header helpers;
@@ -9,6 +11,7 @@
 //! Bodies are not parsed here: a head is all a WebSocket upgrade needs, and whatever follows it (pipelined
 //! frames, a body) is handed back untouched by [`head::HeadReader::take_remainder`].
 
+pub mod client;
 pub mod head;
 pub mod headers;
 pub mod request;

@@ -599,9 +599,10 @@ impl Session for Ws2TcpSession {
                     origin_ok: &origin_ok,
                     protocols: self.subprotocols(),
                     ws: &cfg.ws,
+                    extra_headers: &[],
                 };
                 match self.front.handle_input(data, &rules) {
-                    FrontInput::Nothing => {}
+                    FrontInput::Nothing | FrontInput::Head(..) | FrontInput::Body(_) => {}
                     FrontInput::Upgraded { protocol, .. } => self.on_upgraded(protocol, now),
                     FrontInput::Refused(e, why) => {
                         self.stage = Stage::Over;
