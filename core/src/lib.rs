@@ -23,6 +23,8 @@ pub mod fuzzing;
 pub mod http;
 pub mod session;
 pub mod tcp2ws;
+#[doc(hidden)]
+pub mod testing;
 pub mod tls;
 pub mod url;
 pub(crate) mod wire;

@@ -215,3 +215,50 @@ pub fn new_connection_id(entropy: &mut dyn crate::Entropy) -> String {
     entropy.fill(&mut id);
     id.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// What every runtime refuses before it binds anything, as `InvalidInput` errors: no listener at all
+/// (`listeners` is how many it was given), or a setting that must be at least 1, given as
+/// `(name, value)` (e.g. `("threads", 0)`).
+pub fn check_listeners(listeners: usize, at_least_one: &[(&str, usize)]) -> std::io::Result<()> {
+    let invalid = |msg: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, msg);
+    if listeners == 0 {
+        return Err(invalid("no listener to run".into()));
+    }
+    match at_least_one.iter().find(|(_, value)| *value == 0) {
+        Some((name, _)) => Err(invalid(format!("{name} must be at least 1"))),
+        None => Ok(()),
+    }
+}
+
+/// The error of a listener that cannot be bound at `addr`: its kind, and a message naming the address.
+pub fn listen_error(addr: SocketAddr, e: &std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtimes_refuse_no_listener_and_zero_settings_and_name_the_address_they_cannot_bind() {
+        let e = check_listeners(0, &[("threads", 1)]).unwrap_err();
+        assert_eq!(
+            (e.kind(), e.to_string()),
+            (
+                std::io::ErrorKind::InvalidInput,
+                "no listener to run".into()
+            )
+        );
+        let e = check_listeners(2, &[("threads", 1), ("max_connections", 0)]).unwrap_err();
+        assert_eq!(e.to_string(), "max_connections must be at least 1");
+        assert!(check_listeners(1, &[("threads", 1)]).is_ok());
+
+        let addr: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let e = listen_error(addr, &std::io::ErrorKind::AddrInUse.into());
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse);
+        assert!(
+            e.to_string().starts_with("cannot listen on 127.0.0.1:80: "),
+            "{e}"
+        );
+    }
+}

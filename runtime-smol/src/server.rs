@@ -14,7 +14,7 @@ use futures_lite::{future, Stream};
 use smol::channel::{self, Receiver, Sender};
 use smol::Executor;
 use wsbridge_core::entropy::OsEntropy;
-use wsbridge_core::session::SessionFactory;
+use wsbridge_core::session::{check_listeners, listen_error, SessionFactory};
 use wsbridge_core::tcp2ws::{Tcp2WsConfig, Tcp2WsFactory};
 use wsbridge_core::ws2tcp::{Ws2TcpConfig, Ws2TcpFactory};
 
@@ -200,24 +200,15 @@ impl Server {
     /// accepting. Fails if `listeners` is empty, `max_connections` is 0, or a listener cannot be bound
     /// (the error names the address).
     pub fn bind(listeners: Vec<ListenerSpec>, opts: RuntimeOptions) -> io::Result<Server> {
-        if listeners.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no listener to run",
-            ));
-        }
-        if opts.max_connections == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "max_connections must be at least 1",
-            ));
-        }
+        check_listeners(
+            listeners.len(),
+            &[("max_connections", opts.max_connections)],
+        )?;
         let mut bound = Vec::with_capacity(listeners.len());
         let mut local_addrs = Vec::with_capacity(listeners.len());
         for spec in listeners {
-            let sock = Async::<TcpListener>::bind(spec.bind).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", spec.bind))
-            })?;
+            let sock =
+                Async::<TcpListener>::bind(spec.bind).map_err(|e| listen_error(spec.bind, &e))?;
             local_addrs.push(sock.get_ref().local_addr()?);
             bound.push(Listener {
                 sock,

@@ -63,6 +63,40 @@ enum Inner {
     },
 }
 
+/// The name of the thread a smol bridge's executor (so every smol session) runs on.
+pub const SMOL_EXECUTOR_THREAD: &str = "wsbridge-smol-test";
+
+impl Bridge {
+    /// Connections open now (accepted and not yet closed).
+    pub fn active_connections(&self) -> usize {
+        match self.inner.as_ref() {
+            Some(Inner::Mio(s)) => s.active_connections(),
+            Some(Inner::Smol { server, .. }) => server.active_connections(),
+            None => 0,
+        }
+    }
+
+    /// Stops at once: no more accepts, every open session closed (the executor thread of smol goes on
+    /// until the bridge is dropped). [`Bridge::active_connections`] still answers afterwards.
+    pub fn stop(&self) {
+        match self.inner.as_ref() {
+            Some(Inner::Mio(s)) => s.shutdown(),
+            Some(Inner::Smol { server, .. }) => {
+                smol::block_on(server.stop(Duration::ZERO));
+            }
+            None => {}
+        }
+    }
+
+    /// The smol server itself (for what only smol has, like `stop`'s drain); `None` on mio.
+    pub fn smol_server(&self) -> Option<&Arc<wsbridge_smol::Server>> {
+        match self.inner.as_ref() {
+            Some(Inner::Smol { server, .. }) => Some(server),
+            _ => None,
+        }
+    }
+}
+
 impl Drop for Bridge {
     fn drop(&mut self) {
         match self.inner.take() {
@@ -83,12 +117,43 @@ impl Drop for Bridge {
 
 /// Starts one listener on 127.0.0.1 (ephemeral port) with sessions from `factory`, on `runtime`.
 pub fn start(runtime: Runtime, factory: Arc<dyn SessionFactory>, max_connections: usize) -> Bridge {
-    let bind: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    start_on_loops(runtime, factory, max_connections, 1)
+}
+
+/// Like [`start`], with `loops` event loops on mio (e.g. 2: sessions, limits and deliveries across
+/// loops); smol runs its one executor thread whatever `loops` says.
+pub fn start_on_loops(
+    runtime: Runtime,
+    factory: Arc<dyn SessionFactory>,
+    max_connections: usize,
+    loops: usize,
+) -> Bridge {
+    start_bound(runtime, factory, max_connections, loops, 0)
+}
+
+/// Like [`start`], listening on 127.0.0.1:`port` (0: an ephemeral port).
+pub fn start_at(
+    runtime: Runtime,
+    factory: Arc<dyn SessionFactory>,
+    max_connections: usize,
+    port: u16,
+) -> Bridge {
+    start_bound(runtime, factory, max_connections, 1, port)
+}
+
+fn start_bound(
+    runtime: Runtime,
+    factory: Arc<dyn SessionFactory>,
+    max_connections: usize,
+    loops: usize,
+    port: u16,
+) -> Bridge {
+    let bind = SocketAddr::from(([127, 0, 0, 1], port));
     match runtime {
         Runtime::Mio => {
             use wsbridge_mio::driver::{ListenerSpec, RuntimeOptions, Server};
             let opts = RuntimeOptions {
-                threads: 1,
+                threads: loops,
                 max_connections,
                 reuse_port: false,
             };
@@ -111,7 +176,7 @@ pub fn start(runtime: Runtime, factory: Arc<dyn SessionFactory>, max_connections
             let (done, until_done) = smol::channel::bounded::<()>(1);
             let s = server.clone();
             let thread = std::thread::Builder::new()
-                .name("wsbridge-smol-test".into())
+                .name(SMOL_EXECUTOR_THREAD.into())
                 .spawn(move || {
                     let ex = smol::Executor::new();
                     smol::block_on(ex.run(async {
@@ -182,4 +247,38 @@ pub fn start_ws2tcp(
         Arc::new(wsbridge_core::ws2tcp::Ws2TcpFactory(Arc::new(cfg))),
         max_connections,
     )
+}
+
+/// A `ws2http` config with test-friendly defaults: no pings, nothing allowed yet (set `allowlist`).
+pub fn ws2http_config() -> wsbridge_core::ws2http::Ws2HttpConfig {
+    let mut cfg = wsbridge_core::ws2http::Ws2HttpConfig::new("127.0.0.1:0");
+    cfg.ping_interval = None;
+    cfg
+}
+
+/// Starts a `ws2http` listener on 127.0.0.1 with an ephemeral port, on `runtime`. Without a
+/// `base_url` the callback prefix is derived from the bound address (`http://127.0.0.1:PORT/`), which
+/// is only known once listening: the factory's config is made then.
+pub fn start_ws2http(
+    runtime: Runtime,
+    mut cfg: wsbridge_core::ws2http::Ws2HttpConfig,
+    max_connections: usize,
+) -> Bridge {
+    use wsbridge_core::ws2http::Ws2HttpFactory;
+    cfg.validate().expect("valid config");
+    if cfg.base_url.is_some() {
+        return start(
+            runtime,
+            Arc::new(Ws2HttpFactory(Arc::new(cfg))),
+            max_connections,
+        );
+    }
+    // Reserve a port, free it, and listen there (loopback, so the race is with this host alone).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("reserve a port")
+        .port();
+    cfg.listen = format!("127.0.0.1:{port}");
+    let factory = Arc::new(Ws2HttpFactory(Arc::new(cfg)));
+    start_at(runtime, factory, max_connections, port)
 }

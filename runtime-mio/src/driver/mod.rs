@@ -40,7 +40,7 @@ use std::thread::JoinHandle;
 
 use mio::Waker;
 use socket2::{Domain, Protocol, Socket, Type};
-use wsbridge_core::session::SessionFactory;
+use wsbridge_core::session::{check_listeners, listen_error, SessionFactory};
 
 use acceptor::Acceptor;
 use directory::Directory;
@@ -125,24 +125,11 @@ impl Server {
     /// Fails if a listener cannot be bound (the error names the address), if `listeners` is empty or
     /// `threads` is 0, or if a thread cannot be started.
     pub fn start(listeners: Vec<ListenerSpec>, opts: RuntimeOptions) -> io::Result<Server> {
-        if listeners.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no listener to run",
-            ));
-        }
-        if opts.threads == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "threads must be at least 1",
-            ));
-        }
+        check_listeners(listeners.len(), &[("threads", opts.threads)])?;
         let mut sockets = Vec::with_capacity(listeners.len());
         let mut infos = Vec::with_capacity(listeners.len());
         for spec in &listeners {
-            let sock = bind(spec.bind, opts.reuse_port).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot listen on {}: {e}", spec.bind))
-            })?;
+            let sock = bind(spec.bind, opts.reuse_port).map_err(|e| listen_error(spec.bind, &e))?;
             let addr = sock.local_addr()?;
             sockets.push(sock);
             infos.push(ListenerInfo {
