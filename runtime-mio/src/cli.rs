@@ -17,6 +17,7 @@ use wsbridge_core::tcp2ws::{HalfClose, ListenerTls, Tcp2WsConfig, Tcp2WsFactory}
 use wsbridge_core::tls::{client_config, server_config, RustlsSession, TlsSession};
 use wsbridge_core::tls::{ClientTlsFactory, ServerTlsFactory};
 use wsbridge_core::url::WsUrl;
+use wsbridge_core::ws2http::{Allowlist, Ws2HttpConfig, Ws2HttpFactory};
 use wsbridge_core::ws2tcp::{StaticTarget, TargetPolicy, Ws2TcpConfig, Ws2TcpFactory};
 
 use crate::driver::{ListenerSpec, RuntimeOptions, Server};
@@ -129,8 +130,9 @@ pub enum Command {
     Tcp2ws(Box<Tcp2WsArgs>),
     /// Accept WebSockets and relay each to a TCP or TLS target (Socket2Web JSON handshake, or a fixed --target)
     Ws2tcp(Box<Ws2TcpArgs>),
-    /// Accept WebSockets and relay messages as HTTP POSTs (not implemented yet)
-    Ws2http(NotYet),
+    /// Accept WebSockets and relay each message as an HTTP POST to an allow-listed backend, which answers
+    /// through a callback URL (fermyon websocket-bridge compatible)
+    Ws2http(Box<Ws2HttpArgs>),
     /// Check a config file and exit (not implemented yet)
     CheckConfig(NotYet),
 }
@@ -376,6 +378,96 @@ pub struct Ws2TcpArgs {
     pub max_connections: usize,
 }
 
+/// `wsbridge ws2http` flags.
+#[derive(Debug, Args)]
+pub struct Ws2HttpArgs {
+    /// Address to accept WebSocket clients and callbacks on
+    #[arg(
+        long,
+        env = "WSBRIDGE_LISTEN",
+        value_name = "ADDR",
+        default_value = Ws2HttpConfig::DEFAULT_LISTEN
+    )]
+    pub listen: String,
+
+    /// Public URL of this listener, the prefix of every callback URL (<URL>/send/<uuid>)
+    /// [default: http(s)://<--listen>/]
+    #[arg(long, env = "WSBRIDGE_BASE_URL", value_name = "URL")]
+    pub base_url: Option<String>,
+
+    /// Certificate chain (PEM) for wss:// and https:// towards clients. Repeat together with --tls-key
+    /// for several names (picked by SNI, first is the default)
+    #[arg(long, env = "WSBRIDGE_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Vec<PathBuf>,
+
+    /// Private key (PEM) of the --tls-cert at the same position
+    #[arg(long, env = "WSBRIDGE_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Vec<PathBuf>,
+
+    /// Extra trust roots (PEM) for https:// backends, on top of the Mozilla roots
+    #[arg(long, env = "WSBRIDGE_BACKEND_CA", value_name = "PEM")]
+    pub backend_ca: Option<PathBuf>,
+
+    /// Regular expression a backend URL must match as a whole (repeatable; in the environment one per
+    /// line). Without --allowlist or --host-suffix-allowlist every backend URL is refused
+    #[arg(
+        long,
+        env = "WSBRIDGE_ALLOWLIST",
+        value_name = "REGEX",
+        value_delimiter = '\n'
+    )]
+    pub allowlist: Vec<String>,
+
+    /// Allow https:// backend URLs whose host is SUFFIX or ends with .SUFFIX (repeatable; in the
+    /// environment comma-separated)
+    #[arg(
+        long,
+        env = "WSBRIDGE_HOST_SUFFIX_ALLOWLIST",
+        value_name = "SUFFIX",
+        value_delimiter = ','
+    )]
+    pub host_suffix_allowlist: Vec<String>,
+
+    /// Accepted for websocket-bridge compatibility; every client keeps its own backend connection
+    #[arg(
+        long,
+        env = "WSBRIDGE_GROUP_BY_HOST",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub group_by_host: bool,
+
+    /// Connections open at once, counted from accept; over it a client gets Close 1013 (503 for HTTP)
+    #[arg(
+        long,
+        env = "WSBRIDGE_MAX_CONNECTIONS",
+        value_name = "N",
+        default_value_t = 10_000
+    )]
+    pub max_connections: usize,
+
+    /// Largest client message posted to a backend, and largest callback body
+    #[arg(
+        long,
+        env = "WSBRIDGE_MAX_MESSAGE_SIZE",
+        value_name = "BYTES",
+        default_value_t = 1 << 20
+    )]
+    pub max_message_size: usize,
+
+    /// Seconds each backend request (resolve, connect, TLS, response) may take
+    #[arg(long, env = "WSBRIDGE_BACKEND_TIMEOUT", value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+    pub backend_timeout: Duration,
+
+    /// Seconds without a message either way before a client is closed (0 = off)
+    #[arg(long, env = "WSBRIDGE_IDLE_TIMEOUT", value_name = "SECS", default_value = "0", value_parser = parse_secs)]
+    pub idle_timeout: Duration,
+
+    /// Seconds between WebSocket Pings to the client (0 = off)
+    #[arg(long, env = "WSBRIDGE_PING_INTERVAL", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub ping_interval: Duration,
+}
+
 fn parse_target(s: &str) -> Result<StaticTarget, String> {
     StaticTarget::parse(s)
 }
@@ -597,6 +689,24 @@ pub fn tcp2ws_config(args: &Tcp2WsArgs) -> Result<(SocketAddr, Tcp2WsConfig), St
     Ok((bind, cfg))
 }
 
+/// Builds and validates the `ws2http` settings (loading the PEM files); the error names the flag or file.
+pub fn ws2http_config(args: &Ws2HttpArgs) -> Result<(SocketAddr, Ws2HttpConfig), String> {
+    let bind = listen_addr(&args.listen)?;
+    let mut cfg = Ws2HttpConfig::new(&args.listen);
+    cfg.base_url = args.base_url.clone();
+    cfg.allowlist = Allowlist::new(&args.allowlist, &args.host_suffix_allowlist)?;
+    cfg.group_by_host = args.group_by_host;
+    cfg.max_connections = args.max_connections;
+    cfg.max_message_size = args.max_message_size;
+    cfg.backend_timeout = args.backend_timeout;
+    cfg.idle_timeout = off_if_zero(args.idle_timeout);
+    cfg.ping_interval = off_if_zero(args.ping_interval);
+    cfg.server_tls = server_tls(&args.tls_cert, &args.tls_key)?;
+    cfg.backend_tls = Some(client_tls("--backend-ca", args.backend_ca.as_ref())?);
+    cfg.validate()?;
+    Ok((bind, cfg))
+}
+
 /// Why `run` stopped.
 #[derive(Debug)]
 pub enum Failure {
@@ -687,8 +797,41 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             };
             (spec, args.max_connections, describe)
         }
-        Command::Ws2http(_) => {
-            return Err(Failure::Config("ws2http is not implemented yet".into()))
+        Command::Ws2http(args) => {
+            let (bind, cfg) = ws2http_config(args).map_err(Failure::Config)?;
+            if cfg.allowlist.is_empty() {
+                crate::log!(
+                    Warn,
+                    "event=config_warning message={}",
+                    Val("no --allowlist or --host-suffix-allowlist: every client is refused (403)")
+                );
+            }
+            if cfg.base_url.is_none()
+                && (bind.ip().is_unspecified()
+                    || bind.port() == 0
+                    || bind.to_string() != args.listen)
+            {
+                crate::log!(
+                    Warn,
+                    "event=config_warning message={}",
+                    Val(&format!(
+                        "no --base-url: backends are told to call back {}, which may not reach this listener",
+                        cfg.base_url()
+                    ))
+                );
+            }
+            let describe = format!(
+                "tls={} base_url={} allowlist={} host_suffixes={}",
+                cfg.server_tls.is_some(),
+                Val(&cfg.base_url()),
+                Val(&args.allowlist.join(" ")),
+                Val(&args.host_suffix_allowlist.join(","))
+            );
+            let spec = ListenerSpec {
+                bind,
+                factory: Arc::new(Ws2HttpFactory(Arc::new(cfg))),
+            };
+            (spec, args.max_connections, describe)
         }
         Command::CheckConfig(_) => {
             return Err(Failure::Config(
@@ -1065,6 +1208,182 @@ mod tests {
             "--buffer-size",
             "--log-level",
             "WSBRIDGE_ALLOW",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from:\n{help}");
+        }
+    }
+
+    fn ws2http(cli: &Cli) -> &Ws2HttpArgs {
+        match &cli.command {
+            Command::Ws2http(a) => a,
+            other => panic!("not ws2http: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ws2http_defaults_and_flags() {
+        let cli = parse(&["ws2http"]).unwrap();
+        let a = ws2http(&cli);
+        assert_eq!(a.max_connections, 10_000);
+        let (bind, cfg) = ws2http_config(a).unwrap();
+        assert_eq!(bind, "127.0.0.1:9443".parse().unwrap());
+        assert_eq!(cfg.base_url(), "http://127.0.0.1:9443/");
+        assert!(cfg.allowlist.is_empty(), "nothing is allowed by default");
+        assert!(!cfg.group_by_host);
+        assert_eq!(cfg.max_message_size, 1 << 20);
+        assert_eq!(cfg.backend_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.idle_timeout, None);
+        assert_eq!(cfg.ping_interval, Some(Duration::from_secs(30)));
+        assert!(
+            cfg.backend_tls.is_some(),
+            "https:// backends use the Mozilla roots"
+        );
+        assert!(cfg.server_tls.is_none());
+
+        let cli = parse(&[
+            "ws2http",
+            "--listen",
+            "127.0.0.1:9000",
+            "--base-url",
+            "https://bridge.test/ws",
+            "--allowlist",
+            r"http://127\.0\.0\.1:8080/.*",
+            "--allowlist",
+            r"https://a\.test/f",
+            "--host-suffix-allowlist",
+            "example.com",
+            "--group-by-host",
+            "--max-connections",
+            "5",
+            "--max-message-size",
+            "4096",
+            "--backend-timeout",
+            "2.5",
+            "--idle-timeout",
+            "60",
+            "--ping-interval",
+            "0",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        let (bind, cfg) = ws2http_config(ws2http(&cli)).unwrap();
+        assert_eq!(bind, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(cfg.base_url(), "https://bridge.test/ws/");
+        let url = |u: &str| wsbridge_core::url::HttpUrl::parse(u).unwrap();
+        assert!(cfg.allowlist.allows(&url("http://127.0.0.1:8080/frame")));
+        assert!(cfg.allowlist.allows(&url("https://a.test/f")));
+        assert!(cfg.allowlist.allows(&url("https://x.example.com/f")));
+        assert!(
+            !cfg.allowlist.allows(&url("https://a.test/f/x")),
+            "anchored"
+        );
+        assert!(cfg.group_by_host);
+        assert_eq!(cfg.max_connections, 5);
+        assert_eq!(cfg.max_message_size, 4096);
+        assert_eq!(cfg.backend_timeout, Duration::from_millis(2500));
+        assert_eq!(cfg.idle_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(cfg.ping_interval, None);
+        assert_eq!(cli.global.log_level, Some(LogLevel::Debug));
+
+        for bad in [
+            &["ws2http", "--backend-timeout", "x"][..],
+            &["ws2http", "--max-message-size", "-1"],
+            &["ws2http", "--max-connections", "many"],
+            &["ws2http", "--idle-timeout", "-1"],
+            &["ws2http", "--group-by-host=maybe"],
+        ] {
+            assert_eq!(parse(bad).unwrap_err().exit_code(), 2, "{bad:?}");
+        }
+        for (bad, flag) in [
+            (&["ws2http", "--allowlist", "("][..], "--allowlist"),
+            (
+                &["ws2http", "--host-suffix-allowlist", "a b"],
+                "--host-suffix-allowlist",
+            ),
+            (&["ws2http", "--base-url", "ftp://x/"], "--base-url"),
+            (&["ws2http", "--backend-timeout", "0"], "--backend-timeout"),
+            (
+                &["ws2http", "--max-message-size", "0"],
+                "--max-message-size",
+            ),
+            (&["ws2http", "--max-connections", "0"], "--max-connections"),
+            (&["ws2http", "--listen", "nope nope"], "--listen"),
+            (
+                &["ws2http", "--backend-ca", "/nonexistent.pem"],
+                "--backend-ca",
+            ),
+            (&["ws2http", "--tls-cert", "/nonexistent.pem"], "pairs"),
+        ] {
+            let cli = parse(bad).unwrap();
+            let err = ws2http_config(ws2http(&cli)).unwrap_err();
+            assert!(err.contains(flag), "{bad:?}: {err}");
+            assert!(
+                matches!(run(cli), Err(Failure::Config(_))),
+                "{bad:?} exits 2"
+            );
+        }
+
+        // The environment. Variables are process-wide: these names are read by ws2http alone, and
+        // only this test parses ws2http, after its other cases.
+        let cmd = || {
+            use clap::CommandFactory;
+            Cli::command()
+        };
+        let vars = [
+            ("WSBRIDGE_ALLOWLIST", "http://a\\.test/x\nhttp://b\\.test/y"),
+            ("WSBRIDGE_HOST_SUFFIX_ALLOWLIST", "a.test,b.test"),
+            ("WSBRIDGE_BASE_URL", "http://bridge.test:81/"),
+            ("WSBRIDGE_BACKEND_TIMEOUT", "3"),
+            ("WSBRIDGE_MAX_MESSAGE_SIZE", "100"),
+            ("WSBRIDGE_GROUP_BY_HOST", "true"),
+        ];
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
+        let m = cmd().try_get_matches_from(["wsbridge", "ws2http"]);
+        for (k, _) in vars {
+            std::env::remove_var(k);
+        }
+        use clap::FromArgMatches;
+        let cli = Cli::from_arg_matches(&m.unwrap()).unwrap();
+        let a = ws2http(&cli);
+        assert_eq!(a.allowlist, vec![r"http://a\.test/x", r"http://b\.test/y"]);
+        assert_eq!(a.host_suffix_allowlist, vec!["a.test", "b.test"]);
+        let (_, cfg) = ws2http_config(a).unwrap();
+        assert_eq!(cfg.base_url(), "http://bridge.test:81/");
+        assert_eq!(cfg.backend_timeout, Duration::from_secs(3));
+        assert_eq!(cfg.max_message_size, 100);
+        assert!(cfg.group_by_host);
+    }
+
+    #[test]
+    fn ws2http_help_lists_every_flag() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        cmd.build();
+        let help = cmd
+            .find_subcommand_mut("ws2http")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        for flag in [
+            "--listen",
+            "--base-url",
+            "--tls-cert",
+            "--tls-key",
+            "--backend-ca",
+            "--allowlist",
+            "--host-suffix-allowlist",
+            "--group-by-host",
+            "--max-connections",
+            "--max-message-size",
+            "--backend-timeout",
+            "--idle-timeout",
+            "--ping-interval",
+            "--log-level",
+            "WSBRIDGE_ALLOWLIST",
+            "WSBRIDGE_HOST_SUFFIX_ALLOWLIST",
         ] {
             assert!(help.contains(flag), "{flag} missing from:\n{help}");
         }
