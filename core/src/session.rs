@@ -235,6 +235,25 @@ pub fn listen_error(addr: SocketAddr, e: &std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
 }
 
+/// Reads smaller than this are copied out of a runtime's read buffer instead of split off it.
+pub const SMALL_READ: usize = 4 << 10;
+
+/// Hands what a runtime read into its reused read buffer `buf` to a session, leaving `buf` empty.
+///
+/// A large read is split off without a copy (the payload travels on as views of it). A small one is
+/// copied into a buffer of its own: a view of a few bytes that a session keeps (a partial frame, a
+/// pending request, a handshake leftover) would otherwise keep the whole read allocation alive, which
+/// is what an idle connection would then cost.
+pub fn take_read(buf: &mut BytesMut) -> BytesMut {
+    if buf.len() < SMALL_READ {
+        let small = BytesMut::from(&buf[..]);
+        buf.clear();
+        small
+    } else {
+        buf.split()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,6 +15,7 @@
 use std::io::{self, IoSlice, Read, Write};
 
 use bytes::{Buf, Bytes, BytesMut};
+use wsbridge_core::session::take_read;
 use wsbridge_core::ws::WebSocket;
 
 /// Bytes asked of the kernel per `read` call.
@@ -82,7 +83,7 @@ pub fn read_available<R: Read + ?Sized>(
     match stop {
         Some(outcome) if buf.is_empty() => outcome,
         // The budget (at least one byte) was reached, so `buf` holds data.
-        _ => ReadOutcome::Data(buf.split()),
+        _ => ReadOutcome::Data(take_read(buf)),
     }
 }
 

@@ -39,7 +39,7 @@ use async_io::{Async, Timer};
 use bytes::BytesMut;
 use futures_lite::{future, Stream};
 use smol::channel::{self, Receiver, Sender, TrySendError};
-use wsbridge_core::session::{Action, DeliveryResult, Leg, Session};
+use wsbridge_core::session::{take_read, Action, DeliveryResult, Leg, Session};
 
 use crate::registry::{Incoming, Registry, INBOX};
 
@@ -390,7 +390,7 @@ impl SessionTask {
                 let r = s.read(&mut buf[..]);
                 let n = *r.as_ref().unwrap_or(&0);
                 buf.truncate(n);
-                r.map(|_| buf.split())
+                r.map(|_| take_read(&mut buf))
             });
             match result {
                 Ok(data) if data.is_empty() => {

@@ -296,6 +296,7 @@ impl WebSocket {
                 return Ok(Some(item));
             }
             if self.rx_next.is_empty() {
+                self.release_read_buffer();
                 return Ok(None);
             }
             if self.rx.is_empty() {
@@ -305,6 +306,22 @@ impl WebSocket {
                 self.rx.extend_from_slice(&self.rx_next.split_to(n));
             }
         }
+    }
+
+    /// Waiting for input: a view into a large read buffer must not keep the whole buffer alive while the
+    /// connection idles. An empty view is dropped; a small leftover (a partial header or control frame,
+    /// at most [`SEAM`] bytes) is copied out of the read buffer, which is then freed with the last view.
+    fn release_read_buffer(&mut self) {
+        if self.rx.capacity() <= 2 * SEAM {
+            return;
+        }
+        self.rx = if self.rx.is_empty() {
+            BytesMut::new()
+        } else if self.rx.len() <= SEAM {
+            BytesMut::from(&self.rx[..])
+        } else {
+            return;
+        };
     }
 
     fn on_decoded(&mut self, item: Decoded) -> Event {

@@ -34,7 +34,9 @@ use bytes::BytesMut;
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Waker};
-use wsbridge_core::session::{Action, Delivery, DeliveryResult, Leg, Session, SessionFactory};
+use wsbridge_core::session::{
+    take_read, Action, Delivery, DeliveryResult, Leg, Session, SessionFactory,
+};
 
 use super::directory::{Address, Directory};
 use super::resolver::Job;
@@ -608,7 +610,7 @@ impl EventLoop {
                 Ok(n) => {
                     budget -= n;
                     self.buf.truncate(n);
-                    e.session.handle_input(leg, self.buf.split(), now);
+                    e.session.handle_input(leg, take_read(&mut self.buf), now);
                     self.drain(key, now);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
