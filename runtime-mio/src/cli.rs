@@ -169,14 +169,9 @@ pub struct Tcp2WsArgs {
     #[arg(long, env = "WSBRIDGE_BACKEND", value_name = "URL", value_parser = parse_url)]
     pub backend: WsUrl,
 
-    /// Certificate chain (PEM) for TLS towards clients: implicit TLS, or STARTTLS with --starttls.
-    /// Repeat together with --tls-key for several names (picked by SNI, first is the default)
-    #[arg(long, env = "WSBRIDGE_TLS_CERT", value_name = "PEM")]
-    pub tls_cert: Vec<PathBuf>,
-
-    /// Private key (PEM) of the --tls-cert at the same position
-    #[arg(long, env = "WSBRIDGE_TLS_KEY", value_name = "PEM")]
-    pub tls_key: Vec<PathBuf>,
+    /// TLS towards clients.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Plain listener that switches to TLS when the backend sends start_tls (needs --tls-cert and --tls-key)
     #[arg(
@@ -223,13 +218,9 @@ pub struct Tcp2WsArgs {
     #[arg(long, env = "WSBRIDGE_MAX_LIFETIME", value_name = "SECS", default_value = "0", value_parser = parse_secs)]
     pub max_lifetime: Duration,
 
-    /// Seconds between WebSocket Pings to the backend (0 = off)
-    #[arg(long, env = "WSBRIDGE_PING_INTERVAL", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
-    pub ping_interval: Duration,
-
-    /// Seconds the backend has to answer a Ping, counted from when it was written
-    #[arg(long, env = "WSBRIDGE_PING_TIMEOUT", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
-    pub ping_timeout: Duration,
+    /// The WebSocket heartbeat.
+    #[command(flatten)]
+    pub heartbeat: HeartbeatArgs,
 
     /// Bytes buffered per direction before the sending side stops being read
     #[arg(
@@ -284,14 +275,9 @@ pub struct Ws2TcpArgs {
     #[arg(long, env = "WSBRIDGE_PORT", value_name = "PORT")]
     pub port: Option<u16>,
 
-    /// Certificate chain (PEM) for wss:// towards clients. Repeat together with --tls-key for several
-    /// names (picked by SNI, first is the default)
-    #[arg(long, env = "WSBRIDGE_TLS_CERT", value_name = "PEM")]
-    pub tls_cert: Vec<PathBuf>,
-
-    /// Private key (PEM) of the --tls-cert at the same position
-    #[arg(long, env = "WSBRIDGE_TLS_KEY", value_name = "PEM")]
-    pub tls_key: Vec<PathBuf>,
+    /// TLS towards clients.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Static mode: relay every client to this HOST:PORT, without greeting or handshake (websockify
     /// compatible; the wsbridge.v1 tunnel from tcp2ws). The operator's target is trusted
@@ -351,13 +337,9 @@ pub struct Ws2TcpArgs {
     #[arg(long, env = "WSBRIDGE_MAX_LIFETIME", value_name = "SECS", default_value = "3600", value_parser = parse_secs)]
     pub max_lifetime: Duration,
 
-    /// Seconds between WebSocket Pings to the client (0 = off)
-    #[arg(long, env = "WSBRIDGE_PING_INTERVAL", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
-    pub ping_interval: Duration,
-
-    /// Seconds the client has to answer a Ping, counted from when it was written
-    #[arg(long, env = "WSBRIDGE_PING_TIMEOUT", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
-    pub ping_timeout: Duration,
+    /// The WebSocket heartbeat.
+    #[command(flatten)]
+    pub heartbeat: HeartbeatArgs,
 
     /// Bytes buffered per direction before the sending side stops being read
     #[arg(
@@ -395,14 +377,9 @@ pub struct Ws2HttpArgs {
     #[arg(long, env = "WSBRIDGE_BASE_URL", value_name = "URL")]
     pub base_url: Option<String>,
 
-    /// Certificate chain (PEM) for wss:// and https:// towards clients. Repeat together with --tls-key
-    /// for several names (picked by SNI, first is the default)
-    #[arg(long, env = "WSBRIDGE_TLS_CERT", value_name = "PEM")]
-    pub tls_cert: Vec<PathBuf>,
-
-    /// Private key (PEM) of the --tls-cert at the same position
-    #[arg(long, env = "WSBRIDGE_TLS_KEY", value_name = "PEM")]
-    pub tls_key: Vec<PathBuf>,
+    /// TLS towards clients.
+    #[command(flatten)]
+    pub tls: TlsArgs,
 
     /// Extra trust roots (PEM) for https:// backends, on top of the Mozilla roots
     #[arg(long, env = "WSBRIDGE_BACKEND_CA", value_name = "PEM")]
@@ -463,9 +440,9 @@ pub struct Ws2HttpArgs {
     #[arg(long, env = "WSBRIDGE_IDLE_TIMEOUT", value_name = "SECS", default_value = "0", value_parser = parse_secs)]
     pub idle_timeout: Duration,
 
-    /// Seconds between WebSocket Pings to the client (0 = off)
-    #[arg(long, env = "WSBRIDGE_PING_INTERVAL", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
-    pub ping_interval: Duration,
+    /// The WebSocket heartbeat.
+    #[command(flatten)]
+    pub heartbeat: HeartbeatArgs,
 }
 
 fn parse_target(s: &str) -> Result<StaticTarget, String> {
@@ -539,6 +516,52 @@ fn parse_header(s: &str) -> Result<(String, String), String> {
 }
 
 /// `Some(d)` unless `d` is zero ("0 = off").
+/// TLS towards clients, shared by every mode: certificate/key pairs, the one for the client's SNI chosen.
+#[derive(Debug, Clone, Args)]
+pub struct TlsArgs {
+    /// Certificate chain (PEM) for TLS towards clients (tcp2ws: implicit TLS, or STARTTLS with
+    /// --starttls; ws2tcp and ws2http: wss://). Repeat together with --tls-key for several names (picked
+    /// by SNI, first is the default)
+    #[arg(long, env = "WSBRIDGE_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Vec<PathBuf>,
+
+    /// Private key (PEM) of the --tls-cert at the same position
+    #[arg(long, env = "WSBRIDGE_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Vec<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The TLS server sessions these pairs make, or `None` without any pair.
+    fn server_tls(&self) -> Result<Option<ServerTlsFactory>, String> {
+        server_tls(&self.tls_cert, &self.tls_key)
+    }
+}
+
+/// The WebSocket heartbeat towards the peer, shared by every mode.
+#[derive(Debug, Clone, Args)]
+pub struct HeartbeatArgs {
+    /// Seconds between WebSocket Pings to the peer (0 = off)
+    #[arg(long, env = "WSBRIDGE_PING_INTERVAL", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub ping_interval: Duration,
+
+    /// Seconds the peer has to answer a Ping, counted from when it was written
+    #[arg(long, env = "WSBRIDGE_PING_TIMEOUT", value_name = "SECS", default_value = "30", value_parser = parse_secs)]
+    pub ping_timeout: Duration,
+}
+
+impl HeartbeatArgs {
+    /// The ping interval (`None` = off) and the pong timeout, checked together.
+    fn settings(&self) -> Result<(Option<Duration>, Duration), String> {
+        let interval = off_if_zero(self.ping_interval);
+        if interval.is_some() && self.ping_timeout.is_zero() {
+            return Err(
+                "--ping-timeout must be positive (or turn pings off with --ping-interval 0)".into(),
+            );
+        }
+        Ok((interval, self.ping_timeout))
+    }
+}
+
 fn off_if_zero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
@@ -627,13 +650,12 @@ pub fn ws2tcp_config(args: &Ws2TcpArgs) -> Result<(SocketAddr, Ws2TcpConfig), St
     cfg.connect_timeout = args.connect_timeout;
     cfg.idle_timeout = off_if_zero(args.idle_timeout);
     cfg.max_lifetime = off_if_zero(args.max_lifetime);
-    cfg.ping_interval = off_if_zero(args.ping_interval);
-    cfg.ping_timeout = args.ping_timeout;
+    (cfg.ping_interval, cfg.ping_timeout) = args.heartbeat.settings()?;
     cfg.buffer_size = args.buffer_size;
     if args.max_connections == 0 {
         return Err("--max-connections must be at least 1".into());
     }
-    cfg.server_tls = server_tls(&args.tls_cert, &args.tls_key)?;
+    cfg.server_tls = args.tls.server_tls()?;
     cfg.target_tls = Some(client_tls("--target-ca", args.target_ca.as_ref())?);
     cfg.validate()?;
     Ok((bind, cfg))
@@ -648,8 +670,7 @@ pub fn tcp2ws_config(args: &Tcp2WsArgs) -> Result<(SocketAddr, Tcp2WsConfig), St
     cfg.handshake_timeout = args.handshake_timeout;
     cfg.idle_timeout = off_if_zero(args.idle_timeout);
     cfg.max_lifetime = off_if_zero(args.max_lifetime);
-    cfg.ping_interval = off_if_zero(args.ping_interval);
-    cfg.ping_timeout = args.ping_timeout;
+    (cfg.ping_interval, cfg.ping_timeout) = args.heartbeat.settings()?;
     cfg.buffer_size = args.buffer_size;
     cfg.half_close = match args.half_close {
         HalfCloseArg::Close => HalfClose::Close,
@@ -657,11 +678,6 @@ pub fn tcp2ws_config(args: &Tcp2WsArgs) -> Result<(SocketAddr, Tcp2WsConfig), St
     };
     cfg.eof_timeout = args.eof_timeout;
 
-    if cfg.ping_interval.is_some() && cfg.ping_timeout.is_zero() {
-        return Err(
-            "--ping-timeout must be positive (or turn pings off with --ping-interval 0)".into(),
-        );
-    }
     if cfg.half_close == HalfClose::Eof && cfg.eof_timeout.is_zero() {
         return Err("--eof-timeout must be positive with --half-close eof".into());
     }
@@ -669,7 +685,7 @@ pub fn tcp2ws_config(args: &Tcp2WsArgs) -> Result<(SocketAddr, Tcp2WsConfig), St
         return Err("--max-connections must be at least 1".into());
     }
 
-    cfg.server_tls = server_tls(&args.tls_cert, &args.tls_key)?;
+    cfg.server_tls = args.tls.server_tls()?;
     cfg.listener_tls = match (args.starttls, cfg.server_tls.is_some()) {
         (true, _) => ListenerTls::StartTls,
         (false, true) => ListenerTls::Implicit,
@@ -700,8 +716,8 @@ pub fn ws2http_config(args: &Ws2HttpArgs) -> Result<(SocketAddr, Ws2HttpConfig),
     cfg.max_message_size = args.max_message_size;
     cfg.backend_timeout = args.backend_timeout;
     cfg.idle_timeout = off_if_zero(args.idle_timeout);
-    cfg.ping_interval = off_if_zero(args.ping_interval);
-    cfg.server_tls = server_tls(&args.tls_cert, &args.tls_key)?;
+    (cfg.ping_interval, cfg.ping_timeout) = args.heartbeat.settings()?;
+    cfg.server_tls = args.tls.server_tls()?;
     cfg.backend_tls = Some(client_tls("--backend-ca", args.backend_ca.as_ref())?);
     cfg.validate()?;
     Ok((bind, cfg))
@@ -1163,6 +1179,7 @@ mod tests {
             (&["ws2tcp", "--path", "ws"], "--path"),
             (&["ws2tcp", "--timeout", "0"], "--timeout"),
             (&["ws2tcp", "--max-connections", "0"], "--max-connections"),
+            (&["ws2tcp", "--ping-timeout", "0"], "--ping-timeout"),
             (
                 &["ws2tcp", "--target", "h:1", "--allow", "1.2.3.4"],
                 "--allow",
