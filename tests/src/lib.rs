@@ -4,4 +4,5 @@ pub mod backend;
 pub mod blocking_ws;
 pub mod bridge;
 pub mod certs;
+pub mod data;
 pub mod mail;

@@ -15,6 +15,7 @@ use wsbridge_core::tcp2ws::{HalfClose, ListenerTls};
 use wsbridge_tests::backend::{next, next_json, send_data, send_json, Backend, Behaviour};
 use wsbridge_tests::bridge::{start_tcp2ws, tcp2ws_config, with_tls, Runtime};
 use wsbridge_tests::certs::TestCert;
+use wsbridge_tests::data::{random_bytes, sha1};
 
 const T: Duration = Duration::from_secs(20);
 
@@ -74,24 +75,6 @@ fn time_to_close(s: &mut TcpStream, limit: Duration) -> Duration {
             Err(_) => return start.elapsed(), // reset counts as closed
         }
     }
-}
-
-/// Deterministic pseudo-random bytes (xorshift), so both ends can check a hash.
-fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(n);
-    while v.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(n);
-    v
-}
-
-fn sha1(data: &[u8]) -> String {
-    sha1_smol::Sha1::from(data).digest().to_string()
 }
 
 fn bridge_hello_headers_and_data_both_ways(rt: Runtime) {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tungstenite::Message;
 use wsbridge_tests::backend::{next_json, send_data, Backend};
 use wsbridge_tests::bridge::Runtime;
+use wsbridge_tests::data::{random_bytes, sha1};
 
 const BUFFER_SIZE: usize = 256 << 10;
 const TOTAL: usize = 64 << 20;
@@ -33,24 +34,6 @@ const CHUNK: usize = 64 << 10;
 const FIXED_OVERHEAD: usize = 256 << 10;
 const LIMIT: usize = 2 * BUFFER_SIZE + FIXED_OVERHEAD;
 const T: Duration = Duration::from_secs(30);
-
-/// Deterministic pseudo-random bytes (xorshift).
-fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(n);
-    while v.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(n);
-    v
-}
-
-fn sha1(data: &[u8]) -> String {
-    sha1_smol::Sha1::from(data).digest().to_string()
-}
 
 /// Waits for `cond`, polling, failing the test after `limit`.
 fn wait_for(what: &str, limit: Duration, cond: impl Fn() -> bool) {

@@ -20,6 +20,7 @@ use tungstenite::Message;
 use wsbridge_core::tcp2ws::HalfClose;
 use wsbridge_core::ws2tcp::{StaticTarget, TargetPolicy};
 use wsbridge_tests::bridge::{start_tcp2ws, start_ws2tcp, tcp2ws_config, ws2tcp_config, Runtime};
+use wsbridge_tests::data::{random_bytes, sha1};
 
 const T: Duration = Duration::from_secs(20);
 const GREETING: &str = r#"{"supported_protocols":{"tcp":{"target_ip":"IP Address","target_port":"Port for IP Address"},"tls":{"target_ip":"IP Address","target_port":"Port for IP Address"}}}"#;
@@ -213,23 +214,6 @@ fn close_of(ws: &mut Ws) -> (u16, String) {
             Err(e) => panic!("no Close frame: {e}"),
         }
     }
-}
-
-fn random_bytes(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed | 1;
-    let mut v = Vec::with_capacity(n);
-    while v.len() < n {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(n);
-    v
-}
-
-fn sha1(data: &[u8]) -> String {
-    sha1_smol::Sha1::from(data).digest().to_string()
 }
 
 fn allow(rules: &[&str]) -> TargetPolicy {
