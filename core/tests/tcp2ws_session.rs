@@ -1,6 +1,9 @@
 //! `Tcp2WsSession` in memory on virtual time: a scripted client (raw bytes) and a scripted backend (our
 //! server-side engine behind a real HTTP upgrade), with the runtime's part played by the harness.
 
+mod common;
+
+use common::{drain_ws, epoch, take};
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,11 +18,6 @@ use wsbridge_core::url::WsUrl;
 use wsbridge_core::ws::handshake::{accept_response, validate_upgrade};
 use wsbridge_core::ws::{CloseCode, CloseFrame, Event, Role, Utf8Bytes, WebSocket};
 use wsbridge_core::{CounterEntropy, WsConfig};
-
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> Instant {
-    Instant::now()
-}
 
 const CLIENT: &str = "203.0.113.7:51234";
 const BACKEND: &str = "127.0.0.1:9000";
@@ -168,15 +166,7 @@ impl Harness {
             out.extend_from_slice(&resp);
         }
         if let Backend::Open(ws) = &mut self.backend {
-            while ws.wants_write() {
-                let mut slots = [IoSlice::new(&[]); 8];
-                let k = ws.slices(&mut slots);
-                let n: usize = slots[..k].iter().map(|s| s.len()).sum();
-                for s in &slots[..k] {
-                    out.extend_from_slice(s);
-                }
-                ws.advance(n);
-            }
+            out.extend(drain_ws(ws));
         }
         out
     }
@@ -221,22 +211,6 @@ impl Harness {
             }
         }
         v
-    }
-}
-
-fn take(s: &mut Tcp2WsSession, leg: Leg, now: Instant) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut slots = [IoSlice::new(&[]); 8];
-        let k = s.slices(leg, &mut slots);
-        if k == 0 {
-            return out;
-        }
-        let n: usize = slots[..k].iter().map(|s| s.len()).sum();
-        for sl in &slots[..k] {
-            out.extend_from_slice(sl);
-        }
-        s.advance(leg, n, now);
     }
 }
 

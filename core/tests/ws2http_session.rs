@@ -2,7 +2,9 @@
 //! real HTTP upgrade), a scripted HTTP backend answering the POSTs byte by byte, and the runtime's part
 //! (resolving, dialling, the id registry) played by the harness. Proves the websocket-bridge wire.
 
-use std::io::IoSlice;
+mod common;
+
+use common::{drain_ws, epoch, take};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,11 +21,6 @@ use wsbridge_core::ws::handshake::ClientHandshake;
 use wsbridge_core::ws::{CloseCode, CloseFrame, Event, Role, Utf8Bytes, WebSocket};
 use wsbridge_core::ws2http::{Allowlist, Ws2HttpConfig, Ws2HttpFactory};
 use wsbridge_core::{CounterEntropy, WsConfig};
-
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> Instant {
-    Instant::now()
-}
 
 const F: &str = "http://backend.test/frame";
 const D: &str = "http://backend.test/disconnect";
@@ -194,15 +191,7 @@ impl Harness {
     fn client_output(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
         if let Client::Open(ws) = &mut self.client {
-            while ws.wants_write() {
-                let mut slots = [IoSlice::new(&[]); 8];
-                let k = ws.slices(&mut slots);
-                let n: usize = slots[..k].iter().map(|s| s.len()).sum();
-                for s in &slots[..k] {
-                    out.extend_from_slice(s);
-                }
-                ws.advance(n);
-            }
+            out.extend(drain_ws(ws));
         }
         out
     }
@@ -299,22 +288,6 @@ impl Harness {
 
     fn send_url(&self) -> String {
         format!("http://127.0.0.1:9443/send/{}", self.registered[0])
-    }
-}
-
-fn take(s: &mut dyn Session, leg: Leg, now: Instant) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut slots = [IoSlice::new(&[]); 8];
-        let k = s.slices(leg, &mut slots);
-        let n: usize = slots[..k].iter().map(|s| s.len()).sum();
-        if n == 0 {
-            return out;
-        }
-        for sl in &slots[..k] {
-            out.extend_from_slice(sl);
-        }
-        s.advance(leg, n, now);
     }
 }
 

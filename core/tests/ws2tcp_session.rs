@@ -2,8 +2,10 @@
 //! real HTTP upgrade) and a scripted TCP target, with the runtime's part (resolving, dialling) played by
 //! the harness. Proves the Socket2Web wire, the policy at the point of dialling, and the tunnel.
 
+mod common;
+
+use common::{drain_ws, epoch, take};
 use std::collections::HashMap;
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,11 +18,6 @@ use wsbridge_core::ws::handshake::ClientHandshake;
 use wsbridge_core::ws::{CloseCode, CloseFrame, Event, Role, Utf8Bytes, WebSocket};
 use wsbridge_core::ws2tcp::{StaticTarget, TargetPolicy, Ws2TcpConfig, Ws2TcpFactory};
 use wsbridge_core::{CounterEntropy, WsConfig};
-
-#[allow(clippy::disallowed_methods)]
-fn epoch() -> Instant {
-    Instant::now()
-}
 
 const GREETING: &str = r#"{"supported_protocols":{"tcp":{"target_ip":"IP Address","target_port":"Port for IP Address"},"tls":{"target_ip":"IP Address","target_port":"Port for IP Address"}}}"#;
 const SUCCESS: &str = r#"{"status":"Successfully connected, starting to proxy"}"#;
@@ -187,15 +184,7 @@ impl Harness {
     fn client_output(&mut self) -> Vec<u8> {
         let mut out = Vec::new();
         if let Client::Open(ws) = &mut self.client {
-            while ws.wants_write() {
-                let mut slots = [IoSlice::new(&[]); 8];
-                let k = ws.slices(&mut slots);
-                let n: usize = slots[..k].iter().map(|s| s.len()).sum();
-                for s in &slots[..k] {
-                    out.extend_from_slice(s);
-                }
-                ws.advance(n);
-            }
+            out.extend(drain_ws(ws));
         }
         out
     }
@@ -274,22 +263,6 @@ impl Harness {
         assert_eq!(close.code, code, "{close:?}");
         assert!(!close.reason.is_empty());
         last["reason"].as_str().unwrap().to_owned()
-    }
-}
-
-fn take(s: &mut dyn Session, leg: Leg, now: Instant) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let mut slots = [IoSlice::new(&[]); 8];
-        let k = s.slices(leg, &mut slots);
-        let n: usize = slots[..k].iter().map(|s| s.len()).sum();
-        if n == 0 {
-            return out;
-        }
-        for sl in &slots[..k] {
-            out.extend_from_slice(sl);
-        }
-        s.advance(leg, n, now);
     }
 }
 
