@@ -35,6 +35,7 @@ use bytes::{Bytes, BytesMut};
 use super::backend::{Backend, Outcome};
 use super::config::{Ws2HttpConfig, AT_CAPACITY};
 use super::protocol::{self, BINARY_TYPE, ON_DISCONNECT, ON_FRAME, SEND_HEADER, TEXT_TYPE};
+use crate::config::WsConfig;
 use crate::deadline::QuietDeadline;
 use crate::front::{CapacitySession, Front, FrontInput, FrontState, Rules};
 use crate::http::client::{encode_request, BodyDecoder, BodyError, BodyKind};
@@ -107,6 +108,8 @@ pub struct Ws2HttpSession {
     backend: Backend,
     heartbeat: Heartbeat,
     last_activity: Instant,
+    /// When the client's 101 was queued: a WebSocket client's session is established.
+    established: Option<Instant>,
     ending: Ending,
     end: Option<EndReason>,
     actions: VecDeque<Action>,
@@ -139,6 +142,7 @@ impl Ws2HttpSession {
             backend,
             heartbeat: Heartbeat::Off,
             last_activity: now,
+            established: None,
             ending: Ending::No,
             end: None,
             actions: VecDeque::new(),
@@ -232,7 +236,12 @@ impl Ws2HttpSession {
                 return self.answer(status, &why, reason);
             }
         };
-        let ws = self.cfg.ws.clone();
+        // `--max-message-size` is the one message cap of this mode: the engine reassembles text up to
+        // it, as this session assembles binary up to it.
+        let ws = WsConfig {
+            max_message_size: self.cfg.max_message_size,
+            ..self.cfg.ws.clone()
+        };
         let any_origin = |_: Option<&str>| true;
         let rules = Rules {
             path: None,
@@ -256,6 +265,7 @@ impl Ws2HttpSession {
                 }));
                 self.heartbeat = Heartbeat::start(self.cfg.ping_interval, now);
                 self.last_activity = now;
+                self.established = Some(now);
             }
             FrontInput::Refused(e, why) => {
                 self.role = Role::Answered;
@@ -675,6 +685,29 @@ impl Session for Ws2HttpSession {
         self.drive(now);
     }
 
+    /// A WebSocket client: Close 1001 after the queued messages; the POST in flight finishes and the
+    /// disconnect POST goes as on any close. A request still being read: dropped. A callback or a
+    /// queued answer: finishes on its own (bounded by its timeouts).
+    fn handle_shutdown(&mut self, now: Instant) {
+        if self.ending == Ending::No {
+            match self.role {
+                Role::Client(_) => self.close_client(
+                    CloseCode::GOING_AWAY,
+                    "server going away",
+                    EndReason::Shutdown,
+                    now,
+                ),
+                Role::Head => {
+                    self.front.discard();
+                    self.role = Role::Answered;
+                    self.begin_end(EndReason::Shutdown, now);
+                }
+                Role::Callback(_) | Role::Answered => {}
+            }
+        }
+        self.drive(now);
+    }
+
     fn handle_delivery(&mut self, message: Delivery, now: Instant) -> DeliveryResult {
         if self.ending != Ending::No || !matches!(self.role, Role::Client(_)) {
             return DeliveryResult::Unknown;
@@ -822,6 +855,10 @@ impl Session for Ws2HttpSession {
 
     fn traffic(&self) -> Traffic {
         self.traffic
+    }
+
+    fn established(&self) -> Option<Instant> {
+        self.established
     }
 }
 
