@@ -26,6 +26,8 @@
 #   AUTOBAHN_INCLUDE      space-separated case globs to run (default: all)
 #   AUTOBAHN_EXCLUDE      space-separated case globs to skip (default "12.* 13.*")
 #   AUTOBAHN_PARALLELISM  concurrent cases, server mode only (default 1)
+#   AUTOBAHN_PATH         path and query of the server URL, server mode only
+#                         (default /; ws2http needs /connect?f=…&d=…)
 #   AUTOBAHN_TIMEOUT      seconds bound for the kosoku run / client CMD (default 900)
 #   AUTOBAHN_STARTUP_TIMEOUT  seconds to wait for a port to accept (default 60)
 #   AUTOBAHN_VENV         venv used if kosoku must be installed and plain pip
@@ -34,7 +36,7 @@
 set -euo pipefail
 
 usage() {
-  sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -53,6 +55,7 @@ FUZZ_PORT=9002   # kosoku fuzzingserver (our client connects here)
 TIMEOUT=${AUTOBAHN_TIMEOUT:-900}
 STARTUP_TIMEOUT=${AUTOBAHN_STARTUP_TIMEOUT:-60}
 PARALLELISM=${AUTOBAHN_PARALLELISM:-1}
+URL_PATH=${AUTOBAHN_PATH:-/}
 INCLUDE=${AUTOBAHN_INCLUDE:-}
 EXCLUDE=${AUTOBAHN_EXCLUDE-12.* 13.*}
 KOSOKU_VERSION=${KOSOKU_VERSION:-0.1.0}
@@ -172,7 +175,7 @@ if [[ $MODE == server ]]; then
   SERVER_PID=$SPAWNED_PID
   wait_port "$SERVER_PORT" "$SERVER_PID" "server command"
   log "server is up; running kosoku fuzzingclient (timeout ${TIMEOUT}s, parallelism $PARALLELISM)"
-  KOSOKU_ARGS=(-m fuzzingclient "ws://$HOST:$SERVER_PORT" -p "$PARALLELISM" "${SELECT[@]}" -o "$OUTDIR")
+  KOSOKU_ARGS=(-m fuzzingclient "ws://$HOST:$SERVER_PORT$URL_PATH" -p "$PARALLELISM" "${SELECT[@]}" -o "$OUTDIR")
   log "kosoku ${KOSOKU_ARGS[*]}"
   spawn_cmd "$LOGDIR/autobahn-server-kosoku.log" timeout -k 10 "$TIMEOUT" "${KOSOKU[@]}" "${KOSOKU_ARGS[@]}"
   KOSOKU_PID=$SPAWNED_PID
