@@ -1,7 +1,8 @@
 //! `ws2http` end to end on 127.0.0.1, as fermyon/websocket-bridge's own round trip: tungstenite
-//! clients on `/connect?f=…&d=…`, and a real HTTP/1.1 backend written here (std sockets, request
-//! heads parsed by `wsbridge_core::http::request::Request`) that records every POST it gets, answers
-//! 200 (or 500 on `/fail…`), and pushes replies through the `ws-bridge-send` callback URL. Every
+//! clients on `/connect?f=…&d=…`, and a real HTTP/1.1 backend written here (std sockets, optionally
+//! rustls, request heads parsed by `wsbridge_core::http::request::Request`) that records every POST
+//! it gets, answers 200 (500 on `/fail…`, after a second on `/slow…`), and pushes replies through the
+//! `ws-bridge-send` callback URL. Every
 //! scenario runs on both runtimes ([`wsbridge_tests::both_runtimes!`]). Every socket and channel wait
 //! has a timeout, and every loop a bound, so a bug fails a test instead of hanging it.
 
@@ -10,20 +11,27 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConnection, ServerConnection, StreamOwned};
 
 use tungstenite::client::IntoClientRequest;
 use tungstenite::protocol::frame::coding::CloseCode as TCloseCode;
 use tungstenite::Message;
 use wsbridge_core::http::request::Request;
+use wsbridge_core::tls::{client_config, server_config, RustlsSession, TlsSession};
 use wsbridge_core::ws2http::Allowlist;
 use wsbridge_tests::bridge::{start_ws2http, ws2http_config, Bridge, Runtime};
+use wsbridge_tests::certs::TestCert;
 
 const T: Duration = Duration::from_secs(20);
 /// How long "nothing arrives" is waited for.
 const QUIET: Duration = Duration::from_millis(300);
 
 type Ws = tungstenite::WebSocket<TcpStream>;
+/// How long the backend takes to answer a `/slow…` request.
+const SLOW: Duration = Duration::from_secs(1);
 
 // ---- the backend ----
 
@@ -38,41 +46,63 @@ struct Got {
 }
 
 /// An HTTP/1.1 keep-alive backend on 127.0.0.1 that records requests (in arrival order) and answers
-/// 200, or 500 with a body for paths starting with `/fail`.
+/// 200, 500 with a body for paths starting with `/fail`, or 200 after [`SLOW`] for `/slow…`. Each
+/// connection has its own thread, so a slow answer holds up only its own connection.
 struct HttpBackend {
     port: u16,
+    scheme: &'static str,
     requests: Arc<AtomicUsize>,
     got: Mutex<mpsc::Receiver<Got>>,
 }
 
 impl HttpBackend {
     fn start() -> HttpBackend {
+        Self::start_with(None)
+    }
+
+    /// An `https://` backend with `cert`.
+    fn start_tls(cert: &TestCert) -> HttpBackend {
+        let tls = server_config(vec![cert.pair()]).expect("backend TLS config");
+        Self::start_with(Some(tls))
+    }
+
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> HttpBackend {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind backend");
         let port = l.local_addr().unwrap().port();
         let requests = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = mpsc::channel();
         let count = requests.clone();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         thread::spawn(move || {
             for s in l.incoming() {
                 let Ok(s) = s else { continue };
-                let (tx, count) = (tx.clone(), count.clone());
-                thread::spawn(move || serve(s, &tx, &count));
+                s.set_read_timeout(Some(T)).ok();
+                s.set_write_timeout(Some(T)).ok();
+                let (tx, count, tls) = (tx.clone(), count.clone(), tls.clone());
+                thread::spawn(move || match tls {
+                    None => serve(s, &tx, &count),
+                    Some(tls) => {
+                        let conn = ServerConnection::new(tls).expect("server connection");
+                        serve(StreamOwned::new(conn, s), &tx, &count)
+                    }
+                });
             }
         });
         HttpBackend {
             port,
+            scheme,
             requests,
             got: Mutex::new(rx),
         }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("{}://127.0.0.1:{}{path}", self.scheme, self.port)
     }
 
     /// The allowlist regex for this backend's URLs (any path).
     fn pattern(&self) -> String {
-        format!(r"http://127\.0\.0\.1:{}/.*", self.port)
+        format!(r"{}://127\.0\.0\.1:{}/.*", self.scheme, self.port)
     }
 
     fn requests(&self) -> usize {
@@ -95,9 +125,7 @@ impl HttpBackend {
 }
 
 /// Serves one keep-alive connection: at most 1000 requests, each head at most 64 KiB.
-fn serve(mut s: TcpStream, tx: &mpsc::Sender<Got>, count: &AtomicUsize) {
-    s.set_read_timeout(Some(T)).ok();
-    s.set_write_timeout(Some(T)).ok();
+fn serve(mut s: impl Read + Write, tx: &mpsc::Sender<Got>, count: &AtomicUsize) {
     let mut buf = Vec::new();
     for _ in 0..1000 {
         let Some(head_end) = read_until_head(&mut s, &mut buf) else {
@@ -131,20 +159,24 @@ fn serve(mut s: TcpStream, tx: &mpsc::Sender<Got>, count: &AtomicUsize) {
             body,
         };
         let fail = got.path.starts_with("/fail");
+        let slow = got.path.starts_with("/slow");
         let _ = tx.send(got);
+        if slow {
+            thread::sleep(SLOW);
+        }
         let answer: &[u8] = if fail {
             b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 4\r\n\r\nboom"
         } else {
             b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
         };
-        if s.write_all(answer).is_err() {
+        if s.write_all(answer).and_then(|()| s.flush()).is_err() {
             return;
         }
     }
 }
 
 /// Reads into `buf` until it holds a whole head; its length, or `None` at EOF, error or 64 KiB.
-fn read_until_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
+fn read_until_head(s: &mut impl Read, buf: &mut Vec<u8>) -> Option<usize> {
     loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             return Some(i + 4);
@@ -162,6 +194,21 @@ fn read_until_head(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
 
 // ---- plain HTTP towards the bridge ----
 
+/// A TCP connection to `addr` with timeouts.
+fn tcp(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect to the bridge");
+    s.set_read_timeout(Some(T)).unwrap();
+    s.set_write_timeout(Some(T)).unwrap();
+    s
+}
+
+/// A TLS client connection to 127.0.0.1 at `addr` that trusts only `cert`.
+fn tls(addr: SocketAddr, cert: &TestCert) -> StreamOwned<ClientConnection, TcpStream> {
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = ClientConnection::new(cert.client_config(), name).expect("client connection");
+    StreamOwned::new(conn, tcp(addr))
+}
+
 /// One `Connection: close` request; the status and body of the answer.
 fn http(
     addr: SocketAddr,
@@ -170,9 +217,18 @@ fn http(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the bridge");
-    s.set_read_timeout(Some(T)).unwrap();
-    s.set_write_timeout(Some(T)).unwrap();
+    http_on(tcp(addr), addr, method, path, headers, body)
+}
+
+/// [`http`] on a given connection (plain or TLS) to `addr`.
+fn http_on(
+    mut s: impl Read + Write,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (n, v) in headers {
         req.push_str(&format!("{n}: {v}\r\n"));
@@ -180,6 +236,7 @@ fn http(
     req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     s.write_all(req.as_bytes()).unwrap();
     s.write_all(body).unwrap();
+    s.flush().unwrap();
     let mut out = Vec::new();
     s.read_to_end(&mut out)
         .expect("the bridge answers and closes");
@@ -204,6 +261,25 @@ fn push(send_url: &str, content_type: &str, body: &[u8]) -> u16 {
     let (authority, path) = rest.split_at(rest.find('/').expect("a path"));
     let addr: SocketAddr = authority.parse().expect("the bridge's address");
     http(addr, "POST", path, &[("Content-Type", content_type)], body).0
+}
+
+/// [`push`] to an `https://` callback URL of a bridge serving `cert`.
+fn push_tls(send_url: &str, cert: &TestCert, content_type: &str, body: &[u8]) -> u16 {
+    let rest = send_url
+        .strip_prefix("https://")
+        .expect("an https:// callback URL");
+    let (authority, path) = rest.split_at(rest.find('/').expect("a path"));
+    let addr: SocketAddr = authority.parse().expect("the bridge's address");
+    let s = tls(addr, cert);
+    http_on(
+        s,
+        addr,
+        "POST",
+        path,
+        &[("Content-Type", content_type)],
+        body,
+    )
+    .0
 }
 
 // ---- WebSocket clients ----
@@ -253,7 +329,7 @@ fn ws_connect_with(
 }
 
 /// The next data message (Pings skipped; at most 100 control frames).
-fn next_message(ws: &mut Ws) -> Message {
+fn next_message<S: Read + Write>(ws: &mut tungstenite::WebSocket<S>) -> Message {
     for _ in 0..100 {
         match ws.read().expect("read a message") {
             Message::Ping(_) | Message::Pong(_) => continue,
@@ -510,8 +586,116 @@ fn plain_endpoints(rt: Runtime) {
     assert_eq!(backend.requests(), 0);
 }
 
+/// A backend that takes [`SLOW`] per answer keeps its client's order and holds up no other client:
+/// each client has its own backend connection, and a busy one is never waited behind.
+fn slow_backend_keeps_order_and_delays_no_one_else(rt: Runtime) {
+    let backend = HttpBackend::start();
+    let bridge = bridge_for(rt, &backend);
+    let mut slow = ws_connect(
+        bridge.addr,
+        &connect_path(&backend.url("/slow"), &backend.url("/gone-slow")),
+    )
+    .expect("upgrade");
+    let mut quick = ws_connect(
+        bridge.addr,
+        &connect_path(&backend.url("/frame"), &backend.url("/gone-quick")),
+    )
+    .expect("upgrade");
+    for i in 0..3 {
+        slow.send(Message::text(format!("slow {i}"))).unwrap();
+    }
+    let g = backend.next();
+    assert_eq!(
+        (g.path.as_str(), g.body.as_slice()),
+        ("/slow", &b"slow 0"[..])
+    );
+
+    // The backend sits on "slow 0" for a second; the other client is served meanwhile, twice over.
+    let started = Instant::now();
+    for round in 0..2 {
+        quick.send(Message::text(format!("quick {round}"))).unwrap();
+        let g = backend.next();
+        assert_eq!(
+            g.path, "/frame",
+            "the quick client is not queued behind the slow one"
+        );
+        assert_eq!(g.body, format!("quick {round}").as_bytes());
+        let send = g.send.unwrap();
+        assert_eq!(push(&send, "text/plain; charset=utf-8", b"ack"), 200);
+        assert_eq!(next_message(&mut quick), Message::text("ack"));
+    }
+    assert!(
+        started.elapsed() < SLOW,
+        "two quick round trips took {:?}, as long as one slow answer",
+        started.elapsed()
+    );
+
+    // The slow client's messages follow in order, one per answer.
+    for i in 1..3 {
+        let g = backend.next();
+        assert_eq!(g.path, "/slow");
+        assert_eq!(g.body, format!("slow {i}").as_bytes(), "in order");
+    }
+    slow.close(None).unwrap();
+    let g = backend.next();
+    assert_eq!(g.path, "/gone-slow");
+    backend.assert_quiet();
+}
+
+/// `wss://` towards the client and `https://` towards the backend (trusted through an extra root,
+/// as `--backend-ca` does): frames, the callback (itself `https://`) and the disconnect POST.
+fn tls_on_both_legs(rt: Runtime) {
+    let cert = TestCert::new();
+    let backend = HttpBackend::start_tls(&cert);
+    let mut cfg = ws2http_config();
+    cfg.allowlist = Allowlist::new(&[backend.pattern()], &[]).unwrap();
+    let server = server_config(vec![cert.pair()]).expect("server config");
+    cfg.server_tls = Some(Arc::new(move || {
+        Box::new(RustlsSession::server(server.clone()).expect("server session"))
+            as Box<dyn TlsSession>
+    }));
+    let client = client_config(vec![cert.cert.clone()]).expect("client config");
+    cfg.backend_tls = Some(Arc::new(move |name: &str| {
+        RustlsSession::client(client.clone(), name).map(|s| Box::new(s) as Box<dyn TlsSession>)
+    }));
+    let bridge = start_ws2http(rt, cfg, 100);
+
+    let path = connect_path(&backend.url("/frame"), &backend.url("/gone"));
+    let req = format!("wss://127.0.0.1:{}{path}", bridge.addr.port())
+        .into_client_request()
+        .unwrap();
+    let (mut ws, _) = tungstenite::client(req, tls(bridge.addr, &cert)).expect("wss upgrade");
+    ws.send(Message::text("over tls")).unwrap();
+    let payload = (0..70_000u32).map(|i| (i * 7) as u8).collect::<Vec<_>>();
+    ws.send(Message::binary(payload.clone())).unwrap();
+    let g = backend.next();
+    assert_eq!(
+        (g.path.as_str(), g.body.as_slice()),
+        ("/frame", &b"over tls"[..])
+    );
+    let send = g.send.unwrap();
+    let prefix = format!("https://{}/send/", bridge.addr);
+    assert!(send.starts_with(&prefix), "{send} under {prefix}");
+    let g = backend.next();
+    assert_eq!(g.content_type.as_deref(), Some("application/octet-stream"));
+    assert_eq!(g.body, payload);
+
+    assert_eq!(
+        push_tls(&send, &cert, "application/octet-stream", &[1, 2, 3]),
+        200
+    );
+    assert_eq!(next_message(&mut ws), Message::binary(vec![1u8, 2, 3]));
+    ws.close(None).unwrap();
+    let g = backend.next();
+    assert_eq!(g.path, "/gone");
+    assert_eq!(g.send.as_deref(), Some(send.as_str()));
+    backend.assert_quiet();
+}
+
 wsbridge_tests::both_runtimes!(
     round_trip,
+    slow_backend_keeps_order_and_delays_no_one_else,
+    tls_on_both_legs,
     allowlist_refuses_lookalikes,
     backend_error_closes_only_its_client,
     urls_from_headers,
