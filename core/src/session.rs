@@ -254,6 +254,16 @@ pub fn take_read(buf: &mut BytesMut) -> BytesMut {
     }
 }
 
+/// The answer to an [`Action::Resolve`] that a runtime can give at once, without a trip through its
+/// resolver threads: `host` is an IP address in the one spelling std parses (`192.0.2.7`, `::1`), for
+/// which the system resolver would answer that address alone. Every other spelling (`127.1`,
+/// `0x7f000001`) and every name returns `None` and goes to the resolver, so what a session checks is the
+/// same either way.
+pub fn resolve_literal(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    Some(vec![SocketAddr::new(ip, port)])
+}
+
 /// A runtime's reused read buffer, for one socket read at a time: [`ReadBuffer::space`] to read into,
 /// then [`ReadBuffer::take`] to hand what was read to a session.
 ///
@@ -320,6 +330,28 @@ mod tests {
     }
 
     #[test]
+    fn only_canonical_address_literals_skip_the_resolver() {
+        assert_eq!(
+            resolve_literal("127.0.0.1", 80),
+            Some(vec!["127.0.0.1:80".parse().unwrap()])
+        );
+        assert_eq!(
+            resolve_literal("::ffff:10.0.0.1", 7),
+            Some(vec!["[::ffff:10.0.0.1]:7".parse().unwrap()])
+        );
+        for other in [
+            "127.1",
+            "0x7f000001",
+            "2130706433",
+            "[::1]",
+            "localhost",
+            "",
+        ] {
+            assert_eq!(resolve_literal(other, 80), None, "{other}");
+        }
+    }
+
+    #[test]
     fn read_buffer_copies_small_reads_keeping_its_space_and_splits_off_large_ones() {
         let mut rb = ReadBuffer::new();
         let space = rb.space(64 << 10);
@@ -331,7 +363,11 @@ mod tests {
         assert_eq!((space.as_ptr(), &space[..3]), (at, &b"abc"[..]));
         space[..SMALL_READ].fill(7);
         let big = rb.take(SMALL_READ);
-        assert_eq!((big.len(), big.as_ptr()), (SMALL_READ, at), "split off, not copied");
+        assert_eq!(
+            (big.len(), big.as_ptr()),
+            (SMALL_READ, at),
+            "split off, not copied"
+        );
         assert!(big.iter().all(|&b| b == 7));
         // The space grows back for the next read.
         assert_eq!(rb.space(64 << 10).len(), 64 << 10);
