@@ -13,6 +13,7 @@ use async_io::{Async, Timer};
 use futures_lite::{future, Stream};
 use smol::channel::{self, Receiver, Sender};
 use smol::Executor;
+use socket2::{Domain, Protocol, Socket, Type};
 use wsbridge_core::entropy::OsEntropy;
 use wsbridge_core::session::{check_listeners, listen_error, SessionFactory};
 use wsbridge_core::tcp2ws::{Tcp2WsConfig, Tcp2WsFactory};
@@ -207,8 +208,7 @@ impl Server {
         let mut bound = Vec::with_capacity(listeners.len());
         let mut local_addrs = Vec::with_capacity(listeners.len());
         for spec in listeners {
-            let sock =
-                Async::<TcpListener>::bind(spec.bind).map_err(|e| listen_error(spec.bind, &e))?;
+            let sock = bind(spec.bind).map_err(|e| listen_error(spec.bind, &e))?;
             local_addrs.push(sock.get_ref().local_addr()?);
             bound.push(Listener {
                 sock,
@@ -416,4 +416,19 @@ fn poll_accept(
     } else {
         Poll::Ready(Some(more))
     }
+}
+
+/// Connections the kernel queues per listener before `accept`. std (and so `Async::bind`) asks for
+/// 128, which a burst of connects overflows into clients waiting a second for a SYN retransmit.
+const BACKLOG: i32 = 1024;
+
+/// A listening socket on `addr` with `SO_REUSEADDR` (as std sets it) and a [`BACKLOG`]-deep queue,
+/// registered with async-io's reactor.
+fn bind(addr: SocketAddr) -> io::Result<Async<TcpListener>> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    sock.set_reuse_address(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(BACKLOG)?;
+    Async::new(TcpListener::from(sock))
 }
