@@ -5,4 +5,5 @@ pub mod blocking_ws;
 pub mod bridge;
 pub mod certs;
 pub mod data;
+pub mod hostile;
 pub mod mail;
