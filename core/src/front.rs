@@ -417,6 +417,15 @@ impl Session for CapacitySession {
     fn handle_connected(&mut self, _: Instant) {}
     fn handle_connect_failed(&mut self, _: std::io::ErrorKind, _: Instant) {}
 
+    /// Its Close 1013 (or answer) is already on its way and bounded: only a request still being read
+    /// is dropped.
+    fn handle_shutdown(&mut self, _: Instant) {
+        if matches!(self.front.state, FrontState::Head(_) | FrontState::Held) {
+            self.front.discard();
+            self.finish(EndReason::Shutdown);
+        }
+    }
+
     fn handle_timeout(&mut self, now: Instant) {
         if let Some(ws) = self.front.ws() {
             ws.handle_timeout(now);
@@ -477,5 +486,9 @@ impl Session for CapacitySession {
 
     fn traffic(&self) -> Traffic {
         Traffic::default()
+    }
+
+    fn established(&self) -> Option<Instant> {
+        None
     }
 }

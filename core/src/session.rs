@@ -41,7 +41,9 @@ impl Leg {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Resolve `host` with the system resolver (off the event loop) and answer with
-    /// [`Session::handle_resolved`].
+    /// [`Session::handle_resolved`]. A newer `Resolve` replaces one still unanswered: only the newest
+    /// is answered (an older answer may be for another host, e.g. a `ws2http` session whose on-frame
+    /// POST timed out while resolving, now posting to its on-disconnect URL).
     Resolve {
         /// A host name or an address literal in any spelling the OS accepts.
         host: String,
@@ -99,10 +101,12 @@ pub enum EndReason {
     PeerError(Leg, String),
     /// Dialling or talking to the upstream failed.
     Upstream(String),
+    /// The server went away ([`Session::handle_shutdown`]): closed with 1001 / FIN after a flush.
+    Shutdown,
 }
 
 impl EndReason {
-    /// A short label for metrics: `normal`, `timeout`, `policy`, `peer_error`, `upstream`.
+    /// A short label for metrics: `normal`, `timeout`, `policy`, `peer_error`, `upstream`, `shutdown`.
     pub fn label(&self) -> &'static str {
         match self {
             EndReason::Normal => "normal",
@@ -110,6 +114,7 @@ impl EndReason {
             EndReason::Policy(_) => "policy",
             EndReason::PeerError(..) => "peer_error",
             EndReason::Upstream(_) => "upstream",
+            EndReason::Shutdown => "shutdown",
         }
     }
 }
@@ -123,6 +128,7 @@ impl fmt::Display for EndReason {
             EndReason::PeerError(Leg::Down, why) => write!(f, "client error: {why}"),
             EndReason::PeerError(Leg::Up, why) => write!(f, "upstream peer error: {why}"),
             EndReason::Upstream(why) => write!(f, "upstream: {why}"),
+            EndReason::Shutdown => f.write_str("shutdown: the server is going away"),
         }
     }
 }
@@ -162,6 +168,12 @@ pub trait Session {
     fn handle_delivery_result(&mut self, result: DeliveryResult, now: Instant) {
         let _ = (result, now);
     }
+    /// The server is going away (the end of a graceful drain): finish now. What is already queued is
+    /// still flushed; then WebSocket legs get Close 1001 "going away" and TCP legs a FIN, and the
+    /// session ends with [`EndReason::Shutdown`] once that is written (bounded by its close timeout).
+    /// A session already ending keeps ending as it was. Calling it twice is harmless. Every session
+    /// (and every wrapper, which forwards it) must implement it: there is no default on purpose.
+    fn handle_shutdown(&mut self, now: Instant);
 
     /// The next thing the runtime must do for the session.
     fn poll_action(&mut self) -> Option<Action>;
@@ -184,6 +196,10 @@ pub trait Session {
     fn end_reason(&self) -> Option<&EndReason>;
     /// Bytes relayed so far.
     fn traffic(&self) -> Traffic;
+    /// When the session became established — both legs ready to relay (`tcp2ws`: the backend's 101;
+    /// `ws2tcp`: the target connected; `ws2http`: the client's 101) — or `None` if it has not (yet) or
+    /// never will (an over-capacity answer). For the handshake-time metric; it never changes once set.
+    fn established(&self) -> Option<Instant>;
 }
 
 /// Makes the sessions of one listener. A runtime holds one per listener and knows nothing of modes.

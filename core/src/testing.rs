@@ -114,6 +114,8 @@ pub struct TestSession {
     deadline: Option<Instant>,
     end: Option<EndReason>,
     traffic: Traffic,
+    /// When the `Up` leg connected.
+    established: Option<Instant>,
 }
 
 impl TestSession {
@@ -142,6 +144,7 @@ impl TestSession {
             ending: false,
             end: None,
             traffic: Traffic::default(),
+            established: None,
         }
     }
 
@@ -193,8 +196,9 @@ impl Session for TestSession {
             Err(e) => self.end_with(EndReason::Upstream(e), "resolve failed\n".into()),
         }
     }
-    fn handle_connected(&mut self, _: Instant) {
+    fn handle_connected(&mut self, now: Instant) {
         self.connected = true;
+        self.established = Some(now);
     }
     fn handle_connect_failed(&mut self, error: io::ErrorKind, _: Instant) {
         self.end_with(
@@ -206,6 +210,12 @@ impl Session for TestSession {
         if self.deadline.is_some_and(|d| d <= now) {
             self.deadline = None;
             self.end_with(EndReason::Timeout("tick"), "tick\n".into());
+        }
+    }
+    /// Says "going away" to the client (after what is queued) and ends.
+    fn handle_shutdown(&mut self, _: Instant) {
+        if !self.ending {
+            self.end_with(EndReason::Shutdown, "going away\n".into());
         }
     }
     fn poll_action(&mut self) -> Option<Action> {
@@ -251,6 +261,9 @@ impl Session for TestSession {
     }
     fn traffic(&self) -> Traffic {
         self.traffic
+    }
+    fn established(&self) -> Option<Instant> {
+        self.established
     }
 }
 
@@ -303,6 +316,8 @@ impl Session for Sink {
     fn handle_connected(&mut self, _: Instant) {}
     fn handle_connect_failed(&mut self, _: io::ErrorKind, _: Instant) {}
     fn handle_timeout(&mut self, _: Instant) {}
+    /// Ignored too: only the driver's hard deadline ends a sink.
+    fn handle_shutdown(&mut self, _: Instant) {}
     fn poll_action(&mut self) -> Option<Action> {
         None
     }
@@ -330,6 +345,9 @@ impl Session for Sink {
     }
     fn traffic(&self) -> Traffic {
         Traffic::default()
+    }
+    fn established(&self) -> Option<Instant> {
+        None
     }
 }
 
@@ -474,6 +492,10 @@ impl Session for Courier {
         self.say(&format!("connect failed {error:?}"));
     }
     fn handle_timeout(&mut self, _: Instant) {}
+    /// Ends like a client EOF: what is queued for the client still goes.
+    fn handle_shutdown(&mut self, _: Instant) {
+        self.down_eof = true;
+    }
     fn handle_delivery(&mut self, message: Delivery, _: Instant) -> DeliveryResult {
         self.note("delivered");
         let kind = if message.text { "text" } else { "binary" };
@@ -516,6 +538,9 @@ impl Session for Courier {
     }
     fn traffic(&self) -> Traffic {
         Traffic::default()
+    }
+    fn established(&self) -> Option<Instant> {
+        None
     }
 }
 

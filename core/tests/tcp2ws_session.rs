@@ -511,3 +511,108 @@ fn idle_sessions_are_closed() {
     assert!(h.s.is_finished());
     assert_eq!(h.s.end_reason(), Some(&EndReason::Timeout("idle")));
 }
+
+/// Fuzz finding (`tcp2ws_session`, input
+/// `fuzz/corpus/tcp2ws_session/seed-regression-backend-eof-then-client-fin`): in `--half-close close`
+/// mode a backend `eof` shuts the client's write side (the runtime sends the FIN), and the client's own
+/// FIN afterwards re-opened it, so backend data that followed was queued after the FIN (a write after
+/// `shutdown(Write)`: EPIPE, the bytes lost).
+#[test]
+fn backend_eof_stays_final_when_the_client_fin_follows_in_close_mode() {
+    let mut h = Harness::new(config());
+    h.run();
+    h.backend()
+        .send_text(Utf8Bytes::from(r#"{"type":"eof"}"#))
+        .unwrap();
+    h.run();
+    assert!(h.s.write_closed(Leg::Down), "backend eof shuts the client");
+    // The backend reads the Close the client's FIN causes but sends its tail before answering it.
+    h.mute = true;
+    h.s.handle_eof(Leg::Down, h.now);
+    h.run();
+    assert!(
+        h.s.write_closed(Leg::Down),
+        "the client's FIN re-opened its write side"
+    );
+    let late = [0x82, 4, b'l', b'a', b't', b'e'];
+    h.s.handle_input(Leg::Up, BytesMut::from(&late[..]), h.now);
+    h.run();
+    assert!(
+        h.client_rx.is_empty(),
+        "data after the FIN: {:?}",
+        h.client_rx
+    );
+}
+
+#[test]
+fn shutdown_closes_the_backend_with_1001_after_queued_data_and_fins_the_client_on_its_answer() {
+    let mut h = Harness::new(config());
+    h.run();
+    assert!(h.s.established().is_some(), "established at the 101");
+    // Queued in the same turn as the shutdown: still goes, before the Close.
+    h.s.handle_input(Leg::Down, BytesMut::from(&b"last words"[..]), h.now);
+    h.s.handle_shutdown(h.now);
+    h.mute = true; // the backend answers below
+    h.run();
+    assert_eq!(h.backend_data(), b"last words");
+    assert!(matches!(
+        h.backend_events.last(),
+        Some(Event::Close(Some(f))) if f.code == CloseCode::GOING_AWAY && f.reason == "server going away"
+    ));
+    assert!(
+        !h.s.write_closed(Leg::Down),
+        "the backend's tail may still come"
+    );
+    assert!(
+        !h.s.wants_read(Leg::Down),
+        "nothing more is taken from the client"
+    );
+    h.mute = false;
+    h.run(); // the Close reply (the engine answered at once) ends it
+    assert!(h.s.write_closed(Leg::Down));
+    assert!(h.s.is_finished());
+    assert_eq!(h.s.end_reason(), Some(&EndReason::Shutdown));
+}
+
+#[test]
+fn shutdown_before_the_backend_answers_ends_at_once_and_a_second_call_changes_nothing() {
+    let mut h = Harness::new(config());
+    h.mute = true; // the 101 never comes
+    h.run();
+    assert!(h.s.established().is_none());
+    h.s.handle_shutdown(h.now);
+    h.s.handle_shutdown(h.now);
+    h.run();
+    assert!(h.s.write_closed(Leg::Down) && h.s.write_closed(Leg::Up));
+    assert!(h.s.is_finished());
+    assert_eq!(h.s.end_reason(), Some(&EndReason::Shutdown));
+}
+
+/// Fuzz finding (`tcp2ws_session`, input
+/// `fuzz/corpus/tcp2ws_session/seed-regression-start-tls-while-ending`): a `start_tls` that arrived
+/// after the client's write side was shut (a backend `eof`, or the session ending after a bad control
+/// message) still queued its `reply` to the client — after the FIN — and began a handshake no client
+/// could answer. It is ignored now.
+#[test]
+fn start_tls_after_the_client_write_side_closed_is_ignored() {
+    let mut cfg = config();
+    cfg.listener_tls = wsbridge_core::tcp2ws::ListenerTls::StartTls;
+    cfg.server_tls = Some(Arc::new(|| -> Box<dyn wsbridge_core::tls::TlsSession> {
+        panic!("no handshake may start")
+    }));
+    let mut h = Harness::new(cfg);
+    h.run();
+    h.backend()
+        .send_text(Utf8Bytes::from(r#"{"type":"eof"}"#))
+        .unwrap();
+    h.run();
+    assert!(h.s.write_closed(Leg::Down));
+    h.backend()
+        .send_text(Utf8Bytes::from(
+            r#"{"type":"start_tls","reply":"220 2.0.0 Ready to start TLS\r\n"}"#,
+        ))
+        .unwrap();
+    h.run();
+    assert!(h.client_rx.is_empty(), "after the FIN: {:?}", h.client_rx);
+    assert!(h.s.write_closed(Leg::Down));
+}

@@ -89,6 +89,8 @@ pub struct Tcp2WsSession {
     up: Up,
     upwire: Wire,
     hello_sent: bool,
+    /// When `bridge_hello` went out (the backend's 101 arrived): the session is established.
+    established: Option<Instant>,
 
     heartbeat: Heartbeat,
     last_activity: Instant,
@@ -137,6 +139,7 @@ impl Tcp2WsSession {
             up,
             upwire: Wire::plain(),
             hello_sent: false,
+            established: None,
             heartbeat: Heartbeat::Off,
             last_activity: now,
             eof_deadline: None,
@@ -375,6 +378,7 @@ impl Tcp2WsSession {
             self.traffic.down_to_up += n;
         }
         self.hello_sent = true;
+        self.established = Some(now);
         self.last_activity = now;
         self.heartbeat = Heartbeat::start(self.cfg.ping_interval, now);
         if self.client_eof {
@@ -707,6 +711,30 @@ impl Session for Tcp2WsSession {
         self.drive(now);
     }
 
+    /// Open: Close 1001 after the queued data; the backend's tail (until its Close) still reaches the
+    /// client, which then gets its FIN. Not yet open: nothing was bridged; the client gets its FIN.
+    fn handle_shutdown(&mut self, now: Instant) {
+        if self.ending == Ending::No {
+            if self.hello_sent {
+                // A backend `eof` shut the client's write side for good (its FIN may be out).
+                let backend_eof = self.down_write_closed;
+                self.close_backend(
+                    CloseCode::GOING_AWAY,
+                    "server going away",
+                    EndReason::Shutdown,
+                    now,
+                );
+                // Else open until the backend's Close (see `end_with`).
+                self.down_write_closed = backend_eof;
+            } else {
+                self.up = Up::Gone;
+                self.upwire.discard();
+                self.end_with(EndReason::Shutdown, now);
+            }
+        }
+        self.drive(now);
+    }
+
     fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
@@ -817,6 +845,10 @@ impl Session for Tcp2WsSession {
 
     fn traffic(&self) -> Traffic {
         self.traffic
+    }
+
+    fn established(&self) -> Option<Instant> {
+        self.established
     }
 }
 
