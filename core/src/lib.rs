@@ -21,6 +21,7 @@ pub(crate) mod front;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod proxy;
 pub mod session;
 pub mod tcp2ws;
 #[doc(hidden)]
