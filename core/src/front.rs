@@ -98,17 +98,9 @@ impl Front {
         }
     }
 
-    /// Bytes read from the socket.
-    pub(crate) fn handle_input(&mut self, data: BytesMut, rules: &Rules<'_>) -> FrontInput {
-        match self.handle_input_deferred(data) {
-            FrontInput::Head(req, rest) => self.upgrade(&req, rest, rules),
-            other => other,
-        }
-    }
-
-    /// Like [`Front::handle_input`], but a complete request head is handed to the owner
-    /// ([`FrontInput::Head`]) instead of being upgraded: the owner then calls [`Front::upgrade`] or
-    /// [`Front::respond`]; until it does, plaintext read comes back as [`FrontInput::Body`].
+    /// Bytes read from the socket. A complete request head is handed to the owner
+    /// ([`FrontInput::Head`]), which then calls [`Front::upgrade`] or [`Front::respond`]; until it does,
+    /// plaintext read comes back as [`FrontInput::Body`].
     pub(crate) fn handle_input_deferred(&mut self, data: BytesMut) -> FrontInput {
         let plain = match self.wire.receive(data) {
             Ok(Some(p)) => p,

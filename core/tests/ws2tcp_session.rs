@@ -16,7 +16,7 @@ use wsbridge_core::http::head::HeadReader;
 use wsbridge_core::session::{Action, EndReason, Leg, Session, SessionFactory};
 use wsbridge_core::ws::handshake::ClientHandshake;
 use wsbridge_core::ws::{CloseCode, CloseFrame, Event, Role, Utf8Bytes, WebSocket};
-use wsbridge_core::ws2tcp::{StaticTarget, TargetPolicy, Ws2TcpConfig, Ws2TcpFactory};
+use wsbridge_core::ws2tcp::{StaticPage, StaticTarget, TargetPolicy, Ws2TcpConfig, Ws2TcpFactory};
 use wsbridge_core::{CounterEntropy, WsConfig};
 
 const GREETING: &str = r#"{"supported_protocols":{"tcp":{"target_ip":"IP Address","target_port":"Port for IP Address"},"tls":{"target_ip":"IP Address","target_port":"Port for IP Address"}}}"#;
@@ -689,4 +689,152 @@ fn a_close_after_the_targets_eof_is_answered_at_once() {
     assert!(h.events.iter().any(|e| matches!(e, Event::Close(_))));
     assert!(h.s.is_finished());
     assert!(h.resolves.is_empty());
+}
+
+// ---- static pages (`--console`) ----
+
+const PAGE: &str = "<!doctype html><title>console</title><script type=\"module\">import \"./wsbridge.mjs\";</script>\n";
+const MODULE: &str = "export const x = 1;\n";
+
+fn console_config() -> Ws2TcpConfig {
+    let mut c = config();
+    c.static_pages = vec![
+        StaticPage::html("/", PAGE),
+        StaticPage::javascript("/wsbridge.mjs", MODULE),
+    ];
+    c
+}
+
+/// One raw request to a fresh session, fed in pieces of `chunk` bytes: what the session wrote to the
+/// client (taken in full, as a runtime would) and the session.
+fn raw_request(
+    cfg: Ws2TcpConfig,
+    request: &str,
+    chunk: usize,
+) -> (String, Box<dyn Session + Send>) {
+    let factory = Ws2TcpFactory(Arc::new(cfg));
+    let now = epoch();
+    let mut s = factory.session(
+        "203.0.113.7:51234".parse().unwrap(),
+        Box::new(CounterEntropy(3)),
+        now,
+    );
+    let mut out = Vec::new();
+    for piece in request.as_bytes().chunks(chunk) {
+        s.handle_input(Leg::Down, BytesMut::from(piece), now);
+        out.extend(take(&mut *s, Leg::Down, now));
+    }
+    (String::from_utf8(out).unwrap(), s)
+}
+
+/// The value of header `name` in a response head (case-insensitive name).
+fn header<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    let (head, _) = response.split_once("\r\n\r\n")?;
+    head.lines().skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+#[test]
+fn get_of_a_static_page_is_answered_with_the_page_and_the_session_ends() {
+    for chunk in [usize::MAX, 7, 1] {
+        let (response, s) = raw_request(
+            console_config(),
+            "GET /?x=1 HTTP/1.1\r\nHost: gw.test\r\nAccept: text/html\r\n\r\n",
+            chunk,
+        );
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        let (_, body) = response.split_once("\r\n\r\n").unwrap();
+        assert_eq!(body, PAGE);
+        assert_eq!(
+            header(&response, "content-type"),
+            Some("text/html; charset=utf-8")
+        );
+        assert_eq!(
+            header(&response, "content-length"),
+            Some(PAGE.len().to_string().as_str())
+        );
+        assert_eq!(header(&response, "cache-control"), Some("no-cache"));
+        assert_eq!(header(&response, "x-content-type-options"), Some("nosniff"));
+        assert_eq!(header(&response, "connection"), Some("close"));
+        let csp = header(&response, "content-security-policy").unwrap();
+        assert!(
+            csp.starts_with("default-src 'none'; script-src 'self' 'sha256-"),
+            "{csp}"
+        );
+        assert!(csp.contains("connect-src 'self' ws: wss:"), "{csp}");
+        assert!(s.is_finished(), "the session ends once the page is written");
+        assert!(s.write_closed(Leg::Down));
+        assert_eq!(s.end_reason(), Some(&EndReason::Normal));
+    }
+}
+
+#[test]
+fn the_module_and_head_requests_are_served_too() {
+    let (response, _) = raw_request(
+        console_config(),
+        "GET /wsbridge.mjs HTTP/1.1\r\nHost: gw.test\r\n\r\n",
+        usize::MAX,
+    );
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+    assert_eq!(
+        header(&response, "content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert!(response.ends_with(&format!("\r\n\r\n{MODULE}")));
+
+    let (head, s) = raw_request(
+        console_config(),
+        "HEAD / HTTP/1.1\r\nHost: gw.test\r\n\r\n",
+        usize::MAX,
+    );
+    let (get, _) = raw_request(
+        console_config(),
+        "GET / HTTP/1.1\r\nHost: gw.test\r\n\r\n",
+        usize::MAX,
+    );
+    assert!(head.ends_with("\r\n\r\n"), "HEAD gets no body: {head}");
+    assert_eq!(get, format!("{head}{PAGE}"), "HEAD gets GET's head");
+    assert!(s.is_finished());
+}
+
+#[test]
+fn other_methods_get_405_and_other_paths_are_unchanged() {
+    let (response, s) = raw_request(
+        console_config(),
+        "POST / HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 0\r\n\r\n",
+        usize::MAX,
+    );
+    assert!(response.starts_with("HTTP/1.1 405 "), "{response}");
+    assert_eq!(header(&response, "allow"), Some("GET, HEAD"));
+    assert!(s.is_finished());
+    assert!(matches!(s.end_reason(), Some(EndReason::Policy(_))));
+
+    // Not a page: the same answer as a listener without pages (the upgrade's refusal).
+    for request in [
+        "GET /index.html HTTP/1.1\r\nHost: gw.test\r\n\r\n",
+        "POST /wsbridge HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 0\r\n\r\n",
+    ] {
+        let (with_pages, _) = raw_request(console_config(), request, usize::MAX);
+        let (without, _) = raw_request(config(), request, usize::MAX);
+        assert_eq!(with_pages, without, "{request}");
+        assert!(!with_pages.starts_with("HTTP/1.1 200"), "{with_pages}");
+    }
+    // Without pages, `/` is not served either.
+    let (response, _) = raw_request(config(), "GET / HTTP/1.1\r\nHost: gw.test\r\n\r\n", 1);
+    assert!(!response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(!response.contains("<!doctype html>"));
+}
+
+#[test]
+fn an_upgrade_on_a_page_path_is_still_a_websocket() {
+    let mut h = Harness::new(console_config(), &[]);
+    assert_eq!(h.texts(), vec![GREETING.to_owned()]);
+    h.handshake("public.test", serde_json::json!(7));
+    assert_eq!(h.texts()[1], SUCCESS);
+    h.send_text("ping\n");
+    assert_eq!(h.target_rx, b"ping\n");
+    h.target_sends(b"pong\n");
+    assert_eq!(h.binary(), b"pong\n");
 }

@@ -4,7 +4,7 @@
 //!
 //! - [`protocol`]: the Socket2Web greeting, handshake and status messages, byte for byte;
 //! - [`policy`]: which targets dynamic clients may reach (`--allow`, `--deny`, the special ranges);
-//! - [`config`]: the listener's settings;
+//! - [`config`]: the listener's settings (and the static pages of `--console`);
 //! - [`session`]: [`Ws2TcpSession`], one client and its target.
 
 pub mod config;
@@ -12,6 +12,6 @@ pub mod policy;
 pub mod protocol;
 pub mod session;
 
-pub use config::{StaticTarget, Ws2TcpConfig};
+pub use config::{StaticPage, StaticTarget, Ws2TcpConfig};
 pub use policy::TargetPolicy;
 pub use session::{Ws2TcpFactory, Ws2TcpSession};

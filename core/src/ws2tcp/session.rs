@@ -2,7 +2,8 @@
 //!
 //! The life of a session:
 //! 1. **Upgrading**: optional TLS, then the HTTP upgrade, checked against `--path` and `--allow-origin`
-//!    (404 / 403 otherwise);
+//!    (404 / 403 otherwise). A plain request (no `Upgrade: websocket`) for one of the configured static
+//!    pages (`--console`) is answered with the page instead, and the session ends;
 //! 2. **Handshake** (dynamic mode only): the greeting goes out, the client's JSON handshake comes in;
 //!    a bad one gets the failure status and Close 1008. Static mode (`--target`) skips this;
 //! 3. **Resolving → Connecting → TargetTls**: the runtime resolves the host; in dynamic mode every
@@ -27,6 +28,15 @@
 //! delivered. This is what makes `ws2tcp` a correct backend for `tcp2ws --half-close close` (a client's
 //! FIN becomes a Close there, DESIGN §1.1) and loses no reply of a request-then-FIN client.
 //!
+//! **PROXY protocol to the target** (`--send-proxy-protocol`): the header is the first thing written on
+//! the target leg, before any client byte and before the TLS handshake of the `tls` protocol. Its
+//! destination is the target address connected to; its source is the WebSocket client's address —
+//! except on the `wsbridge.v1` tunnel, where the client is a `tcp2ws` whose first frame is
+//! `bridge_hello`: there the header waits for the tunnel's first frame (the dial goes on meanwhile;
+//! no client byte can overtake it), and the source is `bridge_hello`'s `client_ip`/`client_port`, so
+//! the target sees the original TCP client. If that first frame is anything else, or a `bridge_hello`
+//! without a usable address, the WebSocket client's own address is sent.
+//!
 //! A TLS close_notify is the peer's EOF on either leg (the TLS layer reads nothing after it, so the
 //! socket's FIN would never be seen).
 
@@ -41,7 +51,9 @@ use bytes::{Bytes, BytesMut};
 use super::config::{Ws2TcpConfig, AT_CAPACITY, BINARY_PROTOCOL, TUNNEL_PROTOCOL};
 use super::protocol::{self, Handshake, TargetProtocol, TunnelControl};
 use crate::deadline::QuietDeadline;
-use crate::front::{CapacitySession, Front, FrontInput, FrontState, Rules};
+use crate::front::{truncate, CapacitySession, Front, FrontInput, FrontState, Rules};
+use crate::http::request::Request;
+use crate::http::response::Response;
 use crate::session::{new_connection_id, Action, EndReason, Leg, Session, Traffic};
 use crate::wire::{Beat, Earliest, Heartbeat, Wire};
 use crate::ws::{CloseCode, CloseFrame, CloseReply, Event, Utf8Bytes, WebSocket};
@@ -93,6 +105,17 @@ enum Ending {
     Finished,
 }
 
+/// The PROXY header owed to the target (`--send-proxy-protocol`, see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendProxy {
+    /// Not configured, or already written.
+    Off,
+    /// On the tunnel: the source comes from the client's first frame.
+    AwaitingHello,
+    /// Written with this source as soon as the target is connected.
+    Ready(SocketAddr),
+}
+
 /// See the module docs.
 pub struct Ws2TcpSession {
     cfg: Arc<Ws2TcpConfig>,
@@ -112,6 +135,9 @@ pub struct Ws2TcpSession {
     connect_deadline: Option<Instant>,
     /// Who the tunnel's far client is (from `bridge_hello`).
     tunnel_client: Option<String>,
+    /// The PROXY header still owed to the target, and the target address it names.
+    send_proxy: SendProxy,
+    target_addr: Option<SocketAddr>,
 
     /// Client data waiting for the target to connect.
     pending: VecDeque<Bytes>,
@@ -123,6 +149,8 @@ pub struct Ws2TcpSession {
     up_eof: bool,
     /// The client finished sending (tunnel `eof`, Close, or end of stream).
     client_done: bool,
+    /// When the relay started (the target connected): the session is established.
+    established: Option<Instant>,
 
     heartbeat: Heartbeat,
     last_activity: Instant,
@@ -160,12 +188,18 @@ impl Ws2TcpSession {
             port,
             connect_deadline: None,
             tunnel_client: None,
+            send_proxy: match cfg.send_proxy_protocol {
+                Some(_) => SendProxy::Ready(peer),
+                None => SendProxy::Off,
+            },
+            target_addr: None,
             pending: VecDeque::new(),
             pending_len: 0,
             upwire: Wire::plain(),
             up_write_closed: false,
             up_eof: false,
             client_done: false,
+            established: None,
             heartbeat: Heartbeat::Off,
             last_activity: now,
             ending: Ending::No,
@@ -302,6 +336,9 @@ impl Ws2TcpSession {
             Kind::Static | Kind::Tunnel => {
                 if protocol.as_deref() == Some(TUNNEL_PROTOCOL) {
                     self.kind = Kind::Tunnel;
+                    if self.send_proxy != SendProxy::Off {
+                        self.send_proxy = SendProxy::AwaitingHello;
+                    }
                 }
                 self.start_connect(now);
             }
@@ -400,6 +437,9 @@ impl Ws2TcpSession {
                 return;
             };
             let Some(event) = ws.poll_event() else { return };
+            if self.send_proxy == SendProxy::AwaitingHello {
+                self.proxy_source_from(&event);
+            }
             match event {
                 Event::Binary { data, .. } => {
                     if self.stage == Stage::Handshake {
@@ -471,6 +511,34 @@ impl Ws2TcpSession {
         self.close_client(CloseCode::NORMAL, "", EndReason::Normal, now);
     }
 
+    /// The tunnel's first frame decides the PROXY header's source: `bridge_hello`'s client, else the
+    /// WebSocket client. The header goes out at once if the target is already connected.
+    fn proxy_source_from(&mut self, first: &Event) {
+        let hello_client = match first {
+            Event::Text(text) => match TunnelControl::parse(text.as_str()) {
+                Ok(TunnelControl::Hello { client, .. }) => parse_ip_port(&client),
+                _ => None,
+            },
+            _ => None,
+        };
+        self.send_proxy = SendProxy::Ready(hello_client.unwrap_or(self.peer));
+        self.send_proxy_header();
+    }
+
+    /// Queues the owed PROXY header, if its source and the target are both known. Called only while
+    /// nothing else has been queued for the target (the wire is still plain).
+    fn send_proxy_header(&mut self) {
+        if let (SendProxy::Ready(source), Some(target), Some(version)) = (
+            self.send_proxy,
+            self.target_addr,
+            self.cfg.send_proxy_protocol,
+        ) {
+            self.send_proxy = SendProxy::Off;
+            let header = crate::proxy::encode(version, source, target);
+            self.upwire.out.push_data(header, true);
+        }
+    }
+
     fn on_tunnel_control(&mut self, text: &str, now: Instant) {
         match TunnelControl::parse(text) {
             Ok(TunnelControl::Hello {
@@ -501,6 +569,7 @@ impl Ws2TcpSession {
 
     fn start_relay(&mut self, now: Instant) {
         self.stage = Stage::Relay;
+        self.established = Some(now);
         self.connect_deadline = None;
         self.last_activity = now;
         if self.kind == Kind::Dynamic {
@@ -601,7 +670,19 @@ impl Session for Ws2TcpSession {
                     ws: &cfg.ws,
                     extra_headers: &[],
                 };
-                match self.front.handle_input(data, &rules) {
+                let input: FrontInput = match self.front.handle_input_deferred(data) {
+                    FrontInput::Head(req, rest) => match page_response(&cfg, &req) {
+                        Some((response, end)) => {
+                            self.front.respond(response);
+                            self.stage = Stage::Over;
+                            self.end_with(end, now);
+                            FrontInput::Nothing
+                        }
+                        None => self.front.upgrade(&req, rest, &rules),
+                    },
+                    other => other,
+                };
+                match input {
                     FrontInput::Nothing | FrontInput::Head(..) | FrontInput::Body(_) => {}
                     FrontInput::Upgraded { protocol, .. } => self.on_upgraded(protocol, now),
                     FrontInput::Refused(e, why) => {
@@ -709,14 +790,22 @@ impl Session for Ws2TcpSession {
     }
 
     fn handle_connected(&mut self, now: Instant) {
-        if !matches!(self.stage, Stage::Connecting { .. }) || !self.target_wanted() {
+        let Stage::Connecting { addrs, next } = &self.stage else {
+            return;
+        };
+        if !self.target_wanted() {
             return;
         }
+        // The PROXY header (if owed and its source is known) goes first, in plain, before TLS.
+        self.target_addr = addrs.get(next.wrapping_sub(1)).copied();
+        self.send_proxy_header();
         if self.protocol == TargetProtocol::Tls {
             let tls = self.cfg.target_tls.as_ref().map(|f| f(&self.host));
             match tls {
                 Some(Ok(tls)) => {
-                    self.upwire = Wire::with_tls(Some(tls));
+                    // Like `Wire::with_tls`, keeping what is queued (the PROXY header).
+                    self.upwire.tls = Some(tls);
+                    self.upwire.flush();
                     self.stage = Stage::TargetTls;
                 }
                 Some(Err(e)) => self.upstream_failed(
@@ -835,6 +924,26 @@ impl Session for Ws2TcpSession {
         self.drive(now);
     }
 
+    /// Upgraded: Close 1001 after the queued data, and the target gets what was queued for it and its
+    /// FIN. Before the 101: the connection is dropped. Draining after the client's Close: unchanged.
+    fn handle_shutdown(&mut self, now: Instant) {
+        if self.ending == Ending::No {
+            if self.front.ws_ref().is_some() {
+                self.close_client(
+                    CloseCode::GOING_AWAY,
+                    "server going away",
+                    EndReason::Shutdown,
+                    now,
+                );
+            } else {
+                self.stage = Stage::Over;
+                self.front.discard();
+                self.end_with(EndReason::Shutdown, now);
+            }
+        }
+        self.drive(now);
+    }
+
     fn poll_action(&mut self) -> Option<Action> {
         self.actions.pop_front()
     }
@@ -930,6 +1039,58 @@ impl Session for Ws2TcpSession {
     fn traffic(&self) -> Traffic {
         self.traffic
     }
+
+    fn established(&self) -> Option<Instant> {
+        self.established
+    }
+}
+
+/// The answer to a request for one of the listener's static pages (`--console`, see
+/// [`StaticPage`](super::config::StaticPage)): `GET` → 200 with the page, `HEAD` → the same head without
+/// the body, any other method → 405; every answer closes the connection. `None` when the request is not
+/// for a page (no page at its path, or it asks for `Upgrade: websocket`): it goes on to the upgrade.
+fn page_response(cfg: &Ws2TcpConfig, req: &Request) -> Option<(Bytes, EndReason)> {
+    let page = cfg.static_page(req.path())?;
+    if req.has_token("upgrade", "websocket") {
+        return None;
+    }
+    let head_only: bool = match req.method.as_str() {
+        "GET" => false,
+        "HEAD" => true,
+        _ => {
+            let response: Bytes = Response::new(405)
+                .header("Allow", "GET, HEAD")
+                .header("Content-Type", "text/plain; charset=utf-8")
+                .header("X-Content-Type-Options", "nosniff")
+                .header("Connection", "close")
+                .body("method not allowed\n")
+                .to_bytes();
+            let why = format!("{} {} refused with 405", truncate(&req.method), page.path);
+            return Some((response, EndReason::Policy(why)));
+        }
+    };
+    let response: Bytes = Response::new(200)
+        .header("Content-Type", &page.content_type)
+        .header("Cache-Control", "no-cache")
+        .header("Content-Security-Policy", &page.content_security_policy)
+        .header("X-Content-Type-Options", "nosniff")
+        .header("Referrer-Policy", "no-referrer")
+        .header("Connection", "close")
+        .body(page.body.clone())
+        .to_bytes();
+    let response: Bytes = if head_only {
+        response.slice(..response.len() - page.body.len())
+    } else {
+        response
+    };
+    Some((response, EndReason::Normal))
+}
+
+/// `IP:PORT` as `bridge_hello`'s `client_ip` and `client_port` were joined (an IPv6 address unbracketed).
+fn parse_ip_port(s: &str) -> Option<SocketAddr> {
+    let (ip, port) = s.rsplit_once(':')?;
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
 }
 
 /// Makes the sessions of a `ws2tcp` listener.
