@@ -26,8 +26,11 @@ use crate::session_task::SessionTask;
 const ACCEPT_BUDGET: usize = 128;
 /// How long a listener rests after `accept` failed (out of file descriptors…).
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-/// After the drain deadline, how long [`Server::stop`] waits for killed sessions to notice.
-const KILL_GRACE: Duration = Duration::from_secs(1);
+/// After the drain deadline, how long [`Server::stop`] lets sessions go away cleanly
+/// ([`Session::handle_shutdown`](wsbridge_core::session::Session::handle_shutdown)) before it kills them.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
+/// How long [`Server::stop`] then waits for killed sessions to notice.
+const KILL_GRACE: Duration = Duration::from_millis(500);
 
 /// One listening socket and the factory of its sessions (any mode: the runtime knows none).
 #[derive(Clone)]
@@ -179,7 +182,10 @@ pub struct Server {
     /// Closed to stop accepting.
     stop_tx: Sender<()>,
     stop_rx: Receiver<()>,
-    /// Closed at the drain deadline: every session task ends.
+    /// Closed at the drain deadline: every session gets `handle_shutdown`.
+    shutdown_tx: Sender<()>,
+    shutdown_rx: Receiver<()>,
+    /// Closed [`SHUTDOWN_GRACE`] later: every session task ends.
     kill_tx: Sender<()>,
     kill_rx: Receiver<()>,
     /// The ids the server's sessions registered, for deliveries between them.
@@ -218,6 +224,7 @@ impl Server {
         }
         let (ended_tx, ended_rx) = channel::bounded(1);
         let (stop_tx, stop_rx) = channel::bounded(1);
+        let (shutdown_tx, shutdown_rx) = channel::bounded(1);
         let (kill_tx, kill_rx) = channel::bounded(1);
         Ok(Server {
             local_addrs,
@@ -231,6 +238,8 @@ impl Server {
             }),
             stop_tx,
             stop_rx,
+            shutdown_tx,
+            shutdown_rx,
             kill_tx,
             kill_rx,
             registry: Arc::default(),
@@ -302,7 +311,8 @@ impl Server {
         let Ok(sock) = Async::new(stream) else {
             return; // cannot register with the reactor: closed
         };
-        let task = SessionTask::new(session, sock, self.kill_rx.clone(), self.registry.clone());
+        let signals = (self.shutdown_rx.clone(), self.kill_rx.clone());
+        let task = SessionTask::new(session, sock, signals, self.registry.clone());
         ex.spawn(async move {
             let _counted = counted;
             task.run().await;
@@ -311,8 +321,10 @@ impl Server {
     }
 
     /// Stops gracefully: closes the listeners at once, waits until every session has finished or
-    /// `drain` has passed, then ends the sessions still open (closing their sockets) and returns how
-    /// many that was.
+    /// `drain` has passed, then tells the sessions still open to go away
+    /// ([`Session::handle_shutdown`](wsbridge_core::session::Session::handle_shutdown): Close 1001 /
+    /// FIN after a flush), gives them [`SHUTDOWN_GRACE`] to do so, ends the rest (closing their
+    /// sockets), and returns how many were open at the deadline.
     ///
     /// Needs the executor the sessions run on to keep running until it returns. Waits at most `drain`
     /// plus one second.
@@ -324,6 +336,10 @@ impl Server {
             return 0;
         }
         let left = self.active_connections();
+        self.shutdown_tx.close();
+        if self.wait_idle(Instant::now() + SHUTDOWN_GRACE).await {
+            return left;
+        }
         self.kill_tx.close();
         self.wait_idle(Instant::now() + KILL_GRACE).await;
         left

@@ -9,7 +9,8 @@
 //!    [`Async::<TcpStream>::connect`] future — both kept in the task, not spawned apart), non-blocking
 //!    vectored writes until `WouldBlock`, `shutdown(Write)` once a leg's queue is closed and empty, the
 //!    timer. Reads go into a reused per-thread buffer, at most [`READ_BUDGET`] per leg per wake-up.
-//! 2. **Wait, once.** [`SessionTask::poll_wait`] polls every source: the kill signal, the resolve, the
+//! 2. **Wait, once.** [`SessionTask::poll_wait`] polls every source: the kill signal, the shutdown
+//!    signal (delivered once as [`Session::handle_shutdown`]; the task then runs on), the resolve, the
 //!    connect, the inbox of deliveries (once the session registered an id), the reply to the oldest
 //!    delivery it sent, readability of each leg the session wants to read, writability of each leg
 //!    whose writes would block, and the timer. It records *everything* that is ready (async-io consumes a readiness
@@ -36,10 +37,9 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use async_io::{Async, Timer};
-use bytes::BytesMut;
 use futures_lite::{future, Stream};
 use smol::channel::{self, Receiver, Sender, TrySendError};
-use wsbridge_core::session::{take_read, Action, DeliveryResult, Leg, Session};
+use wsbridge_core::session::{resolve_literal, Action, DeliveryResult, Leg, ReadBuffer, Session};
 
 use crate::registry::{Incoming, Registry, INBOX};
 
@@ -55,14 +55,15 @@ const MAX_FOLLOWUPS: usize = 16;
 const DELIVERY_BUDGET: usize = 64;
 
 thread_local! {
-    /// The read buffer, shared by every session task that runs on this thread: the filled part is split
-    /// off and handed to the session, the rest is reused, so idle sessions hold no read buffer at all.
+    /// The read buffer, shared by every session task that runs on this thread (see [`ReadBuffer`]), so
+    /// idle sessions hold no read buffer at all.
     /// It is borrowed only around a single `read` call, never across an `.await` or a `handle_*` call.
-    static READ_BUF: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    static READ_BUF: RefCell<ReadBuffer> = RefCell::new(ReadBuffer::new());
 }
 
 type Connecting = Pin<Box<dyn Future<Output = io::Result<Async<TcpStream>>> + Send>>;
-type Resolving = smol::Task<Result<Vec<SocketAddr>, String>>;
+/// A resolve in progress (dropping it cancels it): the resolver's thread, or an answer known at once.
+type Resolving = Pin<Box<dyn Future<Output = Result<Vec<SocketAddr>, String>> + Send>>;
 
 /// One socket of the session and what the task knows of it.
 #[derive(Default)]
@@ -124,6 +125,38 @@ struct Woken {
     incoming: Vec<Incoming>,
     /// Results of this session's `Deliver`s, in the order it asked.
     results: Vec<DeliveryResult>,
+    /// The server is going away: the session gets `handle_shutdown`.
+    shutdown: bool,
+}
+
+/// A signal from the server: a channel it closes (nothing is ever sent on it).
+struct ServerSignal {
+    rx: Pin<Box<Receiver<()>>>,
+    /// The waker the channel's listener was registered with (see [`ServerSignal::fired`]).
+    waker: Option<Waker>,
+}
+
+impl ServerSignal {
+    fn new(rx: Receiver<()>) -> Self {
+        ServerSignal {
+            rx: Box::pin(rx),
+            waker: None,
+        }
+    }
+
+    /// Whether the server closed the channel. The channel's listener is registered once per waker, not
+    /// on every poll: polling it takes a lock every session of the server shares, while `is_closed` is
+    /// one atomic load.
+    fn fired(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.rx.is_closed() {
+            return true;
+        }
+        if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            return false; // registered, and the registration wakes this task
+        }
+        self.waker = Some(cx.waker().clone());
+        self.rx.as_mut().poll_next(cx).is_ready()
+    }
 }
 
 /// What a wait ended with.
@@ -152,9 +185,9 @@ pub(crate) struct SessionTask {
     timer: Timer,
     /// The deadline the timer is set to; `None`: not armed.
     armed: Option<Instant>,
-    kill: Pin<Box<Receiver<()>>>,
-    /// The waker the kill signal's listener was registered with (see [`Self::killed`]).
-    kill_waker: Option<Waker>,
+    kill: ServerSignal,
+    /// Until it is delivered.
+    shutdown: Option<ServerSignal>,
     abandoned: bool,
     registry: Arc<Registry>,
     /// Made at the first `Register`.
@@ -164,12 +197,13 @@ pub(crate) struct SessionTask {
 }
 
 impl SessionTask {
-    /// A task for `session` on the accepted socket `down`; it ends early when `kill` is closed. Its
-    /// session registers ids in, and delivers through, `registry`.
+    /// A task for `session` on the accepted socket `down`; its session gets `handle_shutdown` when
+    /// `shutdown` is closed, and it ends early when `kill` is closed. Its session registers ids in, and
+    /// delivers through, `registry`.
     pub fn new(
         session: Box<dyn Session + Send>,
         down: Async<TcpStream>,
-        kill: Receiver<()>,
+        (shutdown, kill): (Receiver<()>, Receiver<()>),
         registry: Arc<Registry>,
     ) -> Self {
         SessionTask {
@@ -179,8 +213,8 @@ impl SessionTask {
             resolving: None,
             timer: Timer::never(),
             armed: None,
-            kill: Box::pin(kill),
-            kill_waker: None,
+            kill: ServerSignal::new(kill),
+            shutdown: Some(ServerSignal::new(shutdown)),
             abandoned: false,
             registry,
             inbox: None,
@@ -215,33 +249,20 @@ impl SessionTask {
         self.abandoned || self.session.is_finished()
     }
 
-    /// Whether the server closed the kill channel (nothing is ever sent on it). The channel's listener
-    /// is registered once per waker, not on every poll: polling it takes a lock every session of the
-    /// server shares, while `is_closed` is one atomic load.
-    fn killed(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.kill.is_closed() {
-            return true;
-        }
-        if self
-            .kill_waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-        {
-            return false; // registered, and the registration wakes this task
-        }
-        self.kill_waker = Some(cx.waker().clone());
-        self.kill.as_mut().poll_next(cx).is_ready()
-    }
-
     /// The single wait: polls every source and reports all that are ready.
     fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
-        if self.killed(cx) {
+        if self.kill.fired(cx) {
             return Poll::Ready(Wake::Killed);
         }
         let mut w = Woken::default();
         let mut any = false;
+        if self.shutdown.as_mut().is_some_and(|s| s.fired(cx)) {
+            self.shutdown = None;
+            w.shutdown = true;
+            any = true;
+        }
         if let Some(task) = self.resolving.as_mut() {
-            if let Poll::Ready(result) = Pin::new(task).poll(cx) {
+            if let Poll::Ready(result) = task.as_mut().poll(cx) {
                 self.resolving = None;
                 w.resolved = Some(result);
                 any = true;
@@ -313,6 +334,10 @@ impl SessionTask {
     /// Feeds what the wait found to the session, draining after every input. Returns true when a read
     /// budget was spent with bytes possibly left: the task yields before it reads on.
     fn handle(&mut self, w: Woken, now: Instant) -> bool {
+        if w.shutdown && !self.done() {
+            self.session.handle_shutdown(now);
+            self.drain(now);
+        }
         if let Some(result) = w.resolved {
             if self.done() {
                 return false;
@@ -384,13 +409,8 @@ impl SessionTask {
             let want = READ_CHUNK.min(budget);
             let result = READ_BUF.with(|buf| {
                 let mut buf = buf.borrow_mut();
-                buf.clear();
-                buf.resize(want, 0);
                 let mut s: &TcpStream = sock.get_ref();
-                let r = s.read(&mut buf[..]);
-                let n = *r.as_ref().unwrap_or(&0);
-                buf.truncate(n);
-                r.map(|_| take_read(&mut buf))
+                s.read(buf.space(want)).map(|n| buf.take(n))
             });
             match result {
                 Ok(data) if data.is_empty() => {
@@ -512,7 +532,10 @@ impl SessionTask {
             match action {
                 Action::Resolve { host, port } => {
                     // A newer resolve replaces (and cancels) an older one.
-                    self.resolving = Some(smol::unblock(move || resolve(&host, port)));
+                    self.resolving = Some(match resolve_literal(&host, port) {
+                        Some(addrs) => Box::pin(std::future::ready(Ok(addrs))),
+                        None => Box::pin(smol::unblock(move || resolve(&host, port))),
+                    });
                 }
                 Action::Connect(addr) => {
                     // A new dial replaces whatever the `Up` leg was.
