@@ -4,6 +4,10 @@
 //!
 //! Exit codes: 0 after a clean shutdown (and for `--help`/`--version`), 2 for a usage or configuration
 //! error (printed as `wsbridge: error: …`), 1 when the server cannot start (a port in use…).
+//!
+//! SIGTERM or SIGINT drains gracefully (see [`crate::signals`]): the listeners close at once, live
+//! connections get `--drain-timeout` to finish, then the rest are closed (1001 / FIN) and it exits 0. A
+//! second signal exits at once with 128 + the signal number.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -13,16 +17,19 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use wsbridge_core::http::headers::{is_field_value, is_token};
+use wsbridge_core::proxy::{ProxyAccept, ProxyProtocol, Version as ProxyVersion};
+use wsbridge_core::session::SessionFactory;
 use wsbridge_core::tcp2ws::{HalfClose, ListenerTls, Tcp2WsConfig, Tcp2WsFactory};
 use wsbridge_core::tls::{client_config, server_config, RustlsSession, TlsSession};
 use wsbridge_core::tls::{ClientTlsFactory, ServerTlsFactory};
 use wsbridge_core::url::WsUrl;
 use wsbridge_core::ws2http::{Allowlist, Ws2HttpConfig, Ws2HttpFactory};
-use wsbridge_core::ws2tcp::{StaticTarget, TargetPolicy, Ws2TcpConfig, Ws2TcpFactory};
+use wsbridge_core::ws2tcp::{StaticPage, StaticTarget, TargetPolicy, Ws2TcpConfig, Ws2TcpFactory};
 
 use crate::driver::{ListenerSpec, RuntimeOptions, Server};
 use crate::log::{self, Level, Val};
 use crate::pem::{load_certs, load_private_key};
+use crate::signals::StopSignals;
 
 /// The whole command line.
 #[derive(Debug, Parser)]
@@ -46,7 +53,8 @@ pub struct Cli {
 /// Flags accepted before or after the subcommand.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Read the settings from a TOML file (not supported yet)
+    /// Run every listener table of this TOML file; give no mode. Global flags given here override its
+    /// top-level keys; the WSBRIDGE_* variables of mode flags are ignored. See check-config
     #[arg(
         long,
         global = true,
@@ -83,7 +91,7 @@ pub struct GlobalArgs {
         help_heading = "Global options", env = "WSBRIDGE_THREADS", value_name = "N", value_parser = parse_threads)]
     pub threads: Option<usize>,
 
-    /// Serve Prometheus metrics and /healthz on this address (not supported yet)
+    /// Serve Prometheus metrics (GET /metrics) and GET /healthz on this address
     #[arg(
         long,
         global = true,
@@ -93,7 +101,7 @@ pub struct GlobalArgs {
     )]
     pub metrics_listen: Option<String>,
 
-    /// On SIGTERM/SIGINT, let connections finish for this long (not supported yet: ignored with a warning)
+    /// On SIGTERM/SIGINT, stop accepting and let connections finish for this long, then close them [default: 30]
     #[arg(long, global = true,
         help_heading = "Global options", env = "WSBRIDGE_DRAIN_TIMEOUT", value_name = "SECS", value_parser = parse_secs)]
     pub drain_timeout: Option<Duration>,
@@ -133,15 +141,19 @@ pub enum Command {
     /// Accept WebSockets and relay each message as an HTTP POST to an allow-listed backend, which answers
     /// through a callback URL (fermyon websocket-bridge compatible)
     Ws2http(Box<Ws2HttpArgs>),
-    /// Check a config file and exit (not implemented yet)
-    CheckConfig(NotYet),
+    /// Check a config file as --config would, print one line per listener and exit (0: valid, 2: not)
+    ///
+    /// PEM files are loaded and every listener is built, but nothing is bound. An error names the
+    /// file, line and key
+    CheckConfig(CheckConfigArgs),
 }
 
-/// The arguments of a mode that is not implemented yet (taken, so the error is about the mode).
+/// `wsbridge check-config` arguments.
 #[derive(Debug, Args)]
-pub struct NotYet {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
+pub struct CheckConfigArgs {
+    /// The TOML config file [default: the one of --config]
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
 }
 
 /// `what a client's FIN means`, as a flag value.
@@ -172,6 +184,10 @@ pub struct Tcp2WsArgs {
     /// TLS towards clients.
     #[command(flatten)]
     pub tls: TlsArgs,
+
+    /// A PROXY protocol header from a load balancer in front.
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
 
     /// Plain listener that switches to TLS when the backend sends start_tls (needs --tls-cert and --tls-key)
     #[arg(
@@ -279,6 +295,10 @@ pub struct Ws2TcpArgs {
     #[command(flatten)]
     pub tls: TlsArgs,
 
+    /// A PROXY protocol header from a load balancer in front.
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+
     /// Static mode: relay every client to this HOST:PORT, without greeting or handshake (websockify
     /// compatible; the wsbridge.v1 tunnel from tcp2ws). The operator's target is trusted
     #[arg(long, env = "WSBRIDGE_TARGET", value_name = "HOST:PORT", value_parser = parse_target)]
@@ -287,6 +307,12 @@ pub struct Ws2TcpArgs {
     /// Extra trust roots (PEM) for the "tls" protocol towards targets, on top of the Mozilla roots
     #[arg(long, env = "WSBRIDGE_TARGET_CA", value_name = "PEM")]
     pub target_ca: Option<PathBuf>,
+
+    /// Start every target connection with a PROXY protocol header (v1 or v2) naming the WebSocket
+    /// client as the source (on the wsbridge.v1 tunnel: the tcp2ws client of its bridge_hello) and the
+    /// target as the destination
+    #[arg(long, env = "WSBRIDGE_SEND_PROXY_PROTOCOL", value_name = "v1|v2", value_parser = parse_proxy_version)]
+    pub send_proxy_protocol: Option<ProxyVersion>,
 
     /// Allow dynamic targets in CIDR[:PORTS] (repeatable; in the environment space-separated). With any
     /// --allow only the listed ranges are allowed; without, public unicast addresses are
@@ -320,6 +346,17 @@ pub struct Ws2TcpArgs {
     /// Serve upgrades on this path only (others get 404) [default: any path]
     #[arg(long, env = "WSBRIDGE_PATH", value_name = "PATH")]
     pub path: Option<String>,
+
+    /// Serve the web console: GET / is a page that connects to a target through this gateway and shows
+    /// both directions as a hexdump, GET /wsbridge.mjs the JS client it uses. Its connections are
+    /// ordinary clients: the target policy applies (with --allow-origin, list this gateway's own origin)
+    #[arg(
+        long,
+        env = "WSBRIDGE_CONSOLE",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub console: bool,
 
     /// Seconds from accept through the upgrade to the client's handshake
     #[arg(long, env = "WSBRIDGE_TIMEOUT", value_name = "SECS", default_value = "10", value_parser = parse_secs)]
@@ -380,6 +417,10 @@ pub struct Ws2HttpArgs {
     /// TLS towards clients.
     #[command(flatten)]
     pub tls: TlsArgs,
+
+    /// A PROXY protocol header from a load balancer in front.
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
 
     /// Extra trust roots (PEM) for https:// backends, on top of the Mozilla roots
     #[arg(long, env = "WSBRIDGE_BACKEND_CA", value_name = "PEM")]
@@ -562,6 +603,46 @@ impl HeartbeatArgs {
     }
 }
 
+/// Accepting a PROXY protocol header, shared by every mode.
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Every client must start with a PROXY protocol header, v1 or v2 (HAProxy's send-proxy /
+    /// send-proxy-v2, cloud load balancers); its source address is then the client's. A connection
+    /// without a valid header is closed before anything is dialled
+    #[arg(
+        long,
+        env = "WSBRIDGE_ACCEPT_PROXY_PROTOCOL",
+        action = ArgAction::SetTrue,
+        value_parser = BoolishValueParser::new()
+    )]
+    pub accept_proxy_protocol: bool,
+
+    /// With --accept-proxy-protocol: seconds from accept to the end of the header
+    #[arg(long, env = "WSBRIDGE_PROXY_HEADER_TIMEOUT", value_name = "SECS", default_value = "5", value_parser = parse_secs)]
+    pub proxy_header_timeout: Duration,
+}
+
+impl ProxyArgs {
+    /// `factory`, wrapped to read the header first if `--accept-proxy-protocol` is on.
+    fn wrap(&self, factory: Arc<dyn SessionFactory>) -> Result<Arc<dyn SessionFactory>, String> {
+        if !self.accept_proxy_protocol {
+            return Ok(factory);
+        }
+        if self.proxy_header_timeout.is_zero() {
+            return Err("--proxy-header-timeout must be positive".into());
+        }
+        let cfg = ProxyAccept {
+            header_timeout: self.proxy_header_timeout,
+            ..ProxyAccept::default()
+        };
+        Ok(Arc::new(ProxyProtocol::new(factory, cfg)))
+    }
+}
+
+fn parse_proxy_version(s: &str) -> Result<ProxyVersion, String> {
+    s.parse()
+}
+
 fn off_if_zero(d: Duration) -> Option<Duration> {
     (!d.is_zero()).then_some(d)
 }
@@ -646,6 +727,9 @@ pub fn ws2tcp_config(args: &Ws2TcpArgs) -> Result<(SocketAddr, Ws2TcpConfig), St
         .map(|o| o.trim().to_owned())
         .collect();
     cfg.path = args.path.clone();
+    if args.console {
+        cfg.static_pages = console_pages(args.path.as_deref().unwrap_or("/"));
+    }
     cfg.handshake_timeout = args.timeout;
     cfg.connect_timeout = args.connect_timeout;
     cfg.idle_timeout = off_if_zero(args.idle_timeout);
@@ -657,8 +741,30 @@ pub fn ws2tcp_config(args: &Ws2TcpArgs) -> Result<(SocketAddr, Ws2TcpConfig), St
     }
     cfg.server_tls = args.tls.server_tls()?;
     cfg.target_tls = Some(client_tls("--target-ca", args.target_ca.as_ref())?);
+    cfg.send_proxy_protocol = args.send_proxy_protocol;
     cfg.validate()?;
     Ok((bind, cfg))
+}
+
+/// The page of `ws2tcp --console` (one self-contained HTML file) and the JS client it imports, both
+/// embedded in the binary. The page is told the WebSocket path (`--path`) through its `wsbridge-path`
+/// meta element.
+fn console_pages(ws_path: &str) -> Vec<StaticPage> {
+    const PATH_META: &str = r#"<meta name="wsbridge-path" content="/">"#;
+    let html: &str = include_str!("../console/index.html");
+    let escaped: String = ws_path
+        .replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let meta: String = format!(r#"<meta name="wsbridge-path" content="{escaped}">"#);
+    vec![
+        StaticPage::html("/", &html.replacen(PATH_META, &meta, 1)),
+        StaticPage::javascript(
+            "/wsbridge.mjs",
+            include_str!("../../clients/js/wsbridge.mjs"),
+        ),
+    ]
 }
 
 /// Builds and validates the `tcp2ws` settings (loading the PEM files); the error names the flag or file.
@@ -744,29 +850,107 @@ fn init_logging(flag: Option<LogLevel>) {
     log::set_level(level);
 }
 
-/// Runs the parsed command line until the server stops.
+/// Runs the parsed command line until the server stops (or, for `check-config`, checks and returns).
 pub fn run(cli: Cli) -> Result<(), Failure> {
-    let g = &cli.global;
-    init_logging(g.log_level);
-    if let Some(path) = &g.config {
-        return Err(Failure::Config(format!(
-            "--config {}: config files are not supported yet",
-            path.display()
-        )));
+    run_with(cli.global, Some(cli.command))
+}
+
+/// Runs until the server stops: `command`'s listener or, with `--config FILE` and no `command`, every
+/// `[[listener]]` of the file (see [`crate::config_file`]: the global flags given here override its
+/// top-level keys). `check-config` checks its file and returns. A mode together with `--config` is an
+/// error, and so is neither.
+pub fn run_with(global: GlobalArgs, command: Option<Command>) -> Result<(), Failure> {
+    let (global, listeners) = match (global.config.clone(), command) {
+        (_, Some(Command::CheckConfig(args))) => {
+            init_logging(global.log_level);
+            return crate::config_file::check_config(args.file.as_deref(), &global);
+        }
+        (Some(path), Some(_)) => {
+            return Err(Failure::Config(format!(
+                "--config {}: the listeners come from the file, so give no mode (wsbridge --config FILE)",
+                path.display()
+            )))
+        }
+        (Some(path), None) => {
+            let file = crate::config_file::ConfigFile::load(&path).map_err(Failure::Config)?;
+            let global = file.global_over(&global).map_err(Failure::Config)?;
+            init_logging(global.log_level);
+            crate::config_file::warn_ignored_env_vars();
+            let listeners = file.build().map_err(Failure::Config)?;
+            (global, listeners)
+        }
+        (None, Some(command)) => {
+            init_logging(global.log_level);
+            let listener = listener_spec(&command)?;
+            (global, vec![listener])
+        }
+        (None, None) => {
+            return Err(Failure::Config(
+                "no mode given: tcp2ws, ws2tcp, ws2http, check-config, or --config FILE".into(),
+            ))
+        }
+    };
+    let g = &global;
+    let metrics_listen = match &g.metrics_listen {
+        Some(addr) => {
+            Some(listen_addr(addr).map_err(|e| Failure::Config(format!("--metrics-listen: {e}")))?)
+        }
+        None => None,
+    };
+    let drain_timeout = g.drain_timeout.unwrap_or(DEFAULT_DRAIN_TIMEOUT);
+    let max_connections = listeners
+        .iter()
+        .fold(0usize, |sum, l| sum.saturating_add(l.max_connections));
+    let mut opts = RuntimeOptions {
+        max_connections,
+        reuse_port: g.reuse_port,
+        ..RuntimeOptions::default()
+    };
+    if let Some(n) = g.threads {
+        opts.threads = n;
     }
-    if g.metrics_listen.is_some() {
-        return Err(Failure::Config(
-            "--metrics-listen: metrics are not supported yet".into(),
-        ));
+    let threads = opts.threads;
+    let metrics_listener = match metrics_listen {
+        Some(addr) => Some(std::net::TcpListener::bind(addr).map_err(|e| {
+            Failure::Start(format!("--metrics-listen: cannot listen on {addr}: {e}"))
+        })?),
+        None => None,
+    };
+    // Caught before anything runs: an early signal is a drain too, not the default "terminate now".
+    let signals = StopSignals::install().map_err(|e| Failure::Start(format!("signals: {e}")))?;
+    let specs = listeners.iter().map(|l| l.spec.clone()).collect();
+    let server = Server::start(specs, opts).map_err(|e| Failure::Start(e.to_string()))?;
+    if let Some(l) = metrics_listener {
+        let addr = l.local_addr().map_err(|e| Failure::Start(e.to_string()))?;
+        crate::metrics::serve(l, server.metrics()).map_err(|e| Failure::Start(e.to_string()))?;
+        crate::log!(Info, "event=metrics_listening listen={addr}");
     }
-    if g.drain_timeout.is_some() {
+    for (l, addr) in listeners.iter().zip(server.local_addrs()) {
+        let (mode, describe) = (l.spec.factory.mode(), &l.describe);
         crate::log!(
-            Warn,
-            "event=config_warning message={}",
-            Val("--drain-timeout is not supported yet and is ignored: shutdown closes connections at once")
+            Info,
+            "mode={mode} event=listening listen={addr} {describe} threads={threads}"
         );
     }
-    let (spec, max_connections, describe) = match &cli.command {
+    signals.serve(&server, drain_timeout);
+    Ok(())
+}
+
+/// One listener built from its mode's flags: what [`Server::start`] takes, and what its startup line says.
+#[derive(Debug, Clone)]
+pub struct ListenerPlan {
+    /// Where it listens and the factory of its sessions.
+    pub spec: ListenerSpec,
+    /// Its `--max-connections`. The server's process-wide cap is the sum over its listeners.
+    pub max_connections: usize,
+    /// Its settings for the `event=listening` line and `check-config` (`tls=… backend=…`).
+    pub describe: String,
+}
+
+/// Builds the listener of a mode's flags (loading its PEM files; warnings are logged). Errors are
+/// [`Failure::Config`] and name the flag or file; `check-config` has no listener and is one too.
+pub fn listener_spec(command: &Command) -> Result<ListenerPlan, Failure> {
+    let (spec, max_connections, describe) = match command {
         Command::Tcp2ws(args) => {
             let (bind, cfg) = tcp2ws_config(args).map_err(Failure::Config)?;
             let tls = match cfg.listener_tls {
@@ -777,7 +961,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let describe = format!("tls={tls} backend={}", Val(&cfg.backend.to_string()));
             let spec = ListenerSpec {
                 bind,
-                factory: Arc::new(Tcp2WsFactory(Arc::new(cfg))),
+                factory: args
+                    .proxy
+                    .wrap(Arc::new(Tcp2WsFactory(Arc::new(cfg))))
+                    .map_err(Failure::Config)?,
             };
             (spec, args.max_connections, describe)
         }
@@ -809,7 +996,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let describe = format!("tls={} {target}", cfg.server_tls.is_some());
             let spec = ListenerSpec {
                 bind,
-                factory: Arc::new(Ws2TcpFactory(Arc::new(cfg))),
+                factory: args
+                    .proxy
+                    .wrap(Arc::new(Ws2TcpFactory(Arc::new(cfg))))
+                    .map_err(Failure::Config)?,
             };
             (spec, args.max_connections, describe)
         }
@@ -845,41 +1035,40 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             );
             let spec = ListenerSpec {
                 bind,
-                factory: Arc::new(Ws2HttpFactory(Arc::new(cfg))),
+                factory: args
+                    .proxy
+                    .wrap(Arc::new(Ws2HttpFactory(Arc::new(cfg))))
+                    .map_err(Failure::Config)?,
             };
             (spec, args.max_connections, describe)
         }
         Command::CheckConfig(_) => {
             return Err(Failure::Config(
-                "check-config is not implemented yet".into(),
+                "check-config checks a config file and has no listener".into(),
             ))
         }
     };
-    let mode = spec.factory.mode();
-    let mut opts = RuntimeOptions {
+    Ok(ListenerPlan {
+        spec,
         max_connections,
-        reuse_port: g.reuse_port,
-        ..RuntimeOptions::default()
-    };
-    if let Some(n) = g.threads {
-        opts.threads = n;
-    }
-    let threads = opts.threads;
-    let server = Server::start(vec![spec], opts).map_err(|e| Failure::Start(e.to_string()))?;
-    for addr in server.local_addrs() {
-        crate::log!(
-            Info,
-            "mode={mode} event=listening listen={addr} {describe} threads={threads}"
-        );
-    }
-    server.wait();
-    Ok(())
+        describe,
+    })
 }
+
+/// `--drain-timeout` when not given.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The whole program: parses `std::env::args`, runs, and returns the exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse(); // prints help, version and usage errors itself (exit 0 or 2)
-    match run(cli) {
+    // clap prints help, version and usage errors itself (exit 0 or 2); `--config FILE` needs no mode.
+    let result = match Cli::try_parse() {
+        Ok(cli) => run(cli),
+        Err(e) => match config_without_mode(&e) {
+            Some(global) => run_with(global, None),
+            None => e.exit(),
+        },
+    };
+    match result {
         Ok(()) => 0,
         Err(Failure::Config(msg)) => {
             eprintln!("wsbridge: error: {msg}");
@@ -890,6 +1079,26 @@ pub fn main() -> i32 {
             1
         }
     }
+}
+
+/// The global flags of a command line that failed to parse only because it names no mode, when they
+/// include `--config` (or `WSBRIDGE_CONFIG`): `wsbridge --config FILE` runs the file's listeners.
+fn config_without_mode(e: &clap::Error) -> Option<GlobalArgs> {
+    use clap::error::ErrorKind;
+    use clap::{CommandFactory, FromArgMatches};
+    if !matches!(
+        e.kind(),
+        ErrorKind::MissingSubcommand | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        return None;
+    }
+    let m = Cli::command()
+        .subcommand_required(false)
+        .arg_required_else_help(false)
+        .try_get_matches()
+        .ok()?;
+    let global = GlobalArgs::from_arg_matches(&m).ok()?;
+    global.config.is_some().then_some(global)
 }
 
 #[cfg(test)]
@@ -1041,7 +1250,7 @@ mod tests {
                 "--backend",
                 "ws://x/",
                 "--metrics-listen",
-                "127.0.0.1:9",
+                "no port here",
             ],
         ] {
             let cli = parse(args).unwrap();
@@ -1195,6 +1404,40 @@ mod tests {
     }
 
     #[test]
+    fn ws2tcp_console_serves_the_embedded_page_and_client() {
+        let (_, cfg) = ws2tcp_config(ws2tcp(&parse(&["ws2tcp"]).unwrap())).unwrap();
+        assert!(cfg.static_pages.is_empty(), "no pages without --console");
+        let (_, cfg) = ws2tcp_config(ws2tcp(&parse(&["ws2tcp", "--console"]).unwrap())).unwrap();
+        let page = cfg.static_page("/").expect("the console page at /");
+        assert_eq!(page.content_type, "text/html; charset=utf-8");
+        assert!(page.body.starts_with(b"<!doctype html>"));
+        let html = std::str::from_utf8(&page.body).unwrap();
+        assert!(html.contains(r#"<meta name="wsbridge-path" content="/">"#));
+        let (_, cfg) = ws2tcp_config(ws2tcp(
+            &parse(&["ws2tcp", "--console", "--path", "/gw\"<x>"]).unwrap(),
+        ))
+        .unwrap();
+        let html = std::str::from_utf8(&cfg.static_page("/").unwrap().body).unwrap();
+        assert!(
+            html.contains(r#"<meta name="wsbridge-path" content="/gw&quot;&lt;x&gt;">"#),
+            "--path reaches the page, escaped"
+        );
+        let module = cfg
+            .static_page("/wsbridge.mjs")
+            .expect("the client at /wsbridge.mjs");
+        assert_eq!(module.content_type, "text/javascript; charset=utf-8");
+        assert_eq!(
+            module.body,
+            include_str!("../../clients/js/wsbridge.mjs").as_bytes()
+        );
+        let err = ws2tcp_config(ws2tcp(
+            &parse(&["ws2tcp", "--console", "--target", "h:1"]).unwrap(),
+        ))
+        .unwrap_err();
+        assert!(err.contains("--console"), "{err}");
+    }
+
+    #[test]
     fn ws2tcp_help_lists_every_flag() {
         use clap::CommandFactory;
         let mut cmd = Cli::command();
@@ -1216,6 +1459,8 @@ mod tests {
             "--deny",
             "--allow-origin",
             "--path",
+            "--console",
+            "WSBRIDGE_CONSOLE",
             "--timeout",
             "--connect-timeout",
             "--max-connections",
@@ -1404,5 +1649,71 @@ mod tests {
         ] {
             assert!(help.contains(flag), "{flag} missing from:\n{help}");
         }
+    }
+
+    #[test]
+    fn proxy_protocol_flags_on_every_mode() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        cmd.build();
+        for mode in ["tcp2ws", "ws2tcp", "ws2http"] {
+            let help = cmd
+                .find_subcommand_mut(mode)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            for flag in [
+                "--accept-proxy-protocol",
+                "WSBRIDGE_ACCEPT_PROXY_PROTOCOL",
+                "--proxy-header-timeout",
+            ] {
+                assert!(help.contains(flag), "{mode}: {flag} missing from:\n{help}");
+            }
+            assert_eq!(
+                help.contains("--send-proxy-protocol"),
+                mode == "ws2tcp",
+                "{mode}"
+            );
+        }
+
+        let cli = parse(&["tcp2ws", "--backend", "ws://b/"]).unwrap();
+        let proxy = &tcp2ws(&cli).proxy;
+        assert!(!proxy.accept_proxy_protocol);
+        assert_eq!(proxy.proxy_header_timeout, Duration::from_secs(5));
+        let cli = parse(&[
+            "ws2tcp",
+            "--accept-proxy-protocol",
+            "--proxy-header-timeout",
+            "0.5",
+            "--send-proxy-protocol",
+            "v2",
+        ])
+        .unwrap();
+        let args = ws2tcp(&cli);
+        assert!(args.proxy.accept_proxy_protocol);
+        assert_eq!(args.proxy.proxy_header_timeout, Duration::from_millis(500));
+        assert_eq!(args.send_proxy_protocol, Some(ProxyVersion::V2));
+        let (_, cfg) = ws2tcp_config(args).unwrap();
+        assert_eq!(cfg.send_proxy_protocol, Some(ProxyVersion::V2));
+        let cli = parse(&["ws2tcp", "--send-proxy-protocol", "1"]).unwrap();
+        assert_eq!(ws2tcp(&cli).send_proxy_protocol, Some(ProxyVersion::V1));
+        let e = parse(&["ws2tcp", "--send-proxy-protocol", "v3"]).unwrap_err();
+        assert!(e.to_string().contains("expected v1 or v2"), "{e}");
+        let cli = parse(&[
+            "ws2http",
+            "--accept-proxy-protocol",
+            "--proxy-header-timeout",
+            "0",
+        ])
+        .unwrap();
+        let e = ws2http(&cli)
+            .proxy
+            .wrap(Arc::new(Ws2HttpFactory(Arc::new(Ws2HttpConfig::new(
+                "127.0.0.1:0",
+            )))));
+        assert_eq!(
+            e.err().as_deref(),
+            Some("--proxy-header-timeout must be positive")
+        );
     }
 }

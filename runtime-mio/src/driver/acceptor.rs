@@ -17,6 +17,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::event_loop::{Accepted, ListenerInfo, LoopHandle, Msg};
 use crate::log::Val;
+use crate::metrics::Metrics;
 use crate::OsEntropy;
 
 /// The acceptor's waker (listener `i` has token `i`).
@@ -43,6 +44,9 @@ pub(crate) struct Acceptor {
     backoff_until: Option<Instant>,
     warned_full: Option<Instant>,
     warned_accept: Option<Instant>,
+    metrics: Metrics,
+    /// The acceptor's shard of `metrics`.
+    shard: usize,
 }
 
 impl Acceptor {
@@ -54,6 +58,7 @@ impl Acceptor {
         active: Arc<AtomicUsize>,
         max_connections: usize,
         stop: Arc<AtomicBool>,
+        (metrics, shard): (Metrics, usize),
     ) -> io::Result<(Acceptor, Arc<Waker>)> {
         let poll = Poll::new()?;
         for (i, l) in listeners.iter_mut().enumerate() {
@@ -74,6 +79,8 @@ impl Acceptor {
             backoff_until: None,
             warned_full: None,
             warned_accept: None,
+            metrics,
+            shard,
         };
         Ok((acceptor, waker))
     }
@@ -159,9 +166,12 @@ impl Acceptor {
         self.next_conn += 1;
         let conn = self.next_conn;
         let info = &self.infos[i];
+        let counters = self.metrics.counters(self.shard, i);
+        counters.accepted.fetch_add(1, Ordering::Relaxed);
         let before = self.active.fetch_add(1, Ordering::Relaxed);
         let mut session = None;
         if before >= self.max_connections {
+            counters.over_capacity.fetch_add(1, Ordering::Relaxed);
             if self.warned_full.is_none_or(|t| now >= t + WARN_EVERY) {
                 self.warned_full = Some(now);
                 crate::log!(
@@ -182,6 +192,7 @@ impl Acceptor {
                 Some(s) => session = Some(s),
                 None => {
                     self.active.fetch_sub(1, Ordering::Relaxed);
+                    counters.refused();
                     drop(stream);
                     return;
                 }
@@ -205,6 +216,7 @@ impl Acceptor {
         }
         drop(msg);
         self.active.fetch_sub(1, Ordering::Relaxed);
+        self.metrics.counters(self.shard, i).closed_by_driver(false);
         crate::log!(
             Error,
             "conn={conn} peer={peer} event=rejected reason=\"no event loop is running\""

@@ -4,7 +4,8 @@
 //! [`wsbridge_core::session`] after every `handle_*` call ([`EventLoop::drain`]). Around that:
 //!
 //! - **Reads** go until `WouldBlock` (mio is edge-triggered), one `read` of at most 64 KiB at a time into a
-//!   reused [`BytesMut`] that is split off and handed over, at most [`READ_BUDGET`] per leg per event.
+//!   reused [`ReadBuffer`] (small reads copied out, large ones split off), at most [`READ_BUDGET`] per
+//!   leg per event.
 //!   A leg that hit its budget, or that the session stopped reading while the socket may still hold
 //!   bytes and now wants them again, goes on the revisit list, served on the next turn with a zero
 //!   poll timeout: edge-triggered readiness would not report it again.
@@ -15,6 +16,13 @@
 //!   earlier one is pushed and the old entry is skipped when it comes up.
 //! - **Messages** on the loop's channel (new connections from the acceptor, resolver answers, deliveries
 //!   between sessions, shutdown) come with a wake of the loop's [`Waker`].
+//! - **Graceful drain** ([`Msg::Drain`]): the acceptor is already stopped, so nothing new comes. Sessions
+//!   run on until the drain deadline; then each gets [`Session::handle_shutdown`] (the protocol's way of
+//!   going away is the session's business) and is driven as usual until it finishes or the hard
+//!   deadline passes, when the rest is closed. The loop ends as soon as it has no session left.
+//! - **Metrics**: the loop counts into its own shard of the server's [`Metrics`] (closes by reason,
+//!   bytes — at close, and every [`TRAFFIC_EVERY`] while bytes move —, handshake and connect times),
+//!   lock-free.
 //! - **Deliveries** ([`Action::Deliver`]): the id is looked up in the server's [`Directory`]; the message
 //!   goes to the target's loop as [`Msg::Deliver`] (over its channel, or the loop's own `local` queue when
 //!   the target runs here), the target gets `handle_delivery` and is drained, and the result goes back
@@ -30,12 +38,12 @@ use std::sync::mpsc::{self, Receiver, SendError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Waker};
 use wsbridge_core::session::{
-    take_read, Action, Delivery, DeliveryResult, Leg, Session, SessionFactory,
+    resolve_literal, Action, Delivery, DeliveryResult, Leg, ReadBuffer, Session, SessionFactory,
+    Traffic,
 };
 
 use super::directory::{Address, Directory};
@@ -43,6 +51,7 @@ use super::resolver::Job;
 use super::slab::{Key, Slab, WAKER};
 use crate::io::{write_from, Outgoing, READ_CHUNK};
 use crate::log::Val;
+use crate::metrics::{Metrics, TRAFFIC_EVERY};
 use crate::OsEntropy;
 
 /// Most bytes read from one leg per event (or per revisit) before the loop serves others.
@@ -74,9 +83,34 @@ pub(crate) enum Msg {
         seq: u64,
         result: DeliveryResult,
     },
-    /// Close every session and stop. (A graceful drain, in a later issue, adds a variant that stops
-    /// taking connections and lets live sessions finish until a deadline before this.)
+    /// Close every session and stop.
     Shutdown,
+    /// A graceful drain (sent once no more [`Msg::Accepted`] will come): let the sessions finish until
+    /// `deadline`, then shut them down and close what is left `grace` later. The loop stops when it
+    /// has no session left.
+    Drain { deadline: Instant, grace: Duration },
+}
+
+/// Where a graceful drain is, for this loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Draining {
+    /// Not draining.
+    No,
+    /// Sessions finish on their own until `deadline`, then get `handle_shutdown`.
+    Until { deadline: Instant, grace: Duration },
+    /// Sessions were told to shut down; what is left at this instant is closed.
+    Hard(Instant),
+}
+
+impl Draining {
+    /// When the loop must act next for the drain.
+    fn deadline(self) -> Option<Instant> {
+        match self {
+            Draining::No => None,
+            Draining::Until { deadline, .. } => Some(deadline),
+            Draining::Hard(at) => Some(at),
+        }
+    }
 }
 
 /// The session a [`Msg::Deliver`] came from, and which of its `Deliver`s it is.
@@ -126,6 +160,8 @@ struct LegIo {
     sock: Option<TcpStream>,
     /// A non-blocking connect is in progress.
     connecting: bool,
+    /// When the connect started (for the connect-time metric).
+    connect_started: Option<Instant>,
     /// May have bytes (or EOF, or an error) to read: set by readable events, cleared by `WouldBlock`.
     readable: bool,
     /// May take bytes: set by writable events, cleared by `WouldBlock`.
@@ -172,6 +208,10 @@ struct Entry {
     /// One slot per `Deliver` whose result it has not been given yet, oldest first (numbered up to
     /// `delivers`); filled as results come in, handed over from the front while filled.
     results: VecDeque<Option<DeliveryResult>>,
+    /// The traffic already added to the byte counters.
+    reported: Traffic,
+    /// The handshake time was counted.
+    established: bool,
 }
 
 /// A `handle_*` call a drain must make before it can finish.
@@ -238,7 +278,7 @@ pub(crate) struct EventLoop {
     listeners: Arc<[ListenerInfo]>,
     /// Connections open across every loop (the acceptor adds, loops subtract).
     active: Arc<AtomicUsize>,
-    buf: BytesMut,
+    buf: ReadBuffer,
     pub(crate) read_budget: usize,
     /// The channel had more messages than one turn takes.
     more_msgs: bool,
@@ -249,6 +289,14 @@ pub(crate) struct EventLoop {
     /// Deliveries and results between sessions of this loop, served like channel messages.
     local: VecDeque<Msg>,
     stopping: bool,
+    draining: Draining,
+    /// This loop's shard of them is number `index`.
+    metrics: Metrics,
+    /// When the traffic of open sessions is next added to the byte counters.
+    next_traffic: Instant,
+    /// Bytes moved since the last report: only then does the loop wake up to report them (an idle loop
+    /// never wakes for metrics).
+    traffic_moved: bool,
 }
 
 impl EventLoop {
@@ -258,6 +306,7 @@ impl EventLoop {
         listeners: Arc<[ListenerInfo]>,
         active: Arc<AtomicUsize>,
         resolver: Sender<Job>,
+        metrics: Metrics,
     ) -> io::Result<(EventLoop, LoopHandle)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -277,13 +326,17 @@ impl EventLoop {
             resolver,
             listeners,
             active,
-            buf: BytesMut::new(),
+            buf: ReadBuffer::new(),
             read_budget: READ_BUDGET,
             more_msgs: false,
             index,
             directory,
             local: VecDeque::new(),
             stopping: false,
+            draining: Draining::No,
+            metrics,
+            next_traffic: Instant::now(),
+            traffic_moved: false,
         };
         Ok((lp, me))
     }
@@ -308,9 +361,13 @@ impl EventLoop {
         let mut timeout = if !self.revisit.is_empty() || self.more_msgs || !self.local.is_empty() {
             Some(Duration::ZERO)
         } else {
-            self.timers
-                .peek()
-                .map(|Reverse((t, _))| t.saturating_duration_since(Instant::now()))
+            let timer = self.timers.peek().map(|Reverse((t, _))| *t);
+            let traffic = self.traffic_moved.then_some(self.next_traffic);
+            [timer, traffic, self.draining.deadline()]
+                .into_iter()
+                .flatten()
+                .min()
+                .map(|t| t.saturating_duration_since(Instant::now()))
         };
         if let Some(max) = max_wait {
             timeout = Some(timeout.map_or(max, |t| t.min(max)));
@@ -364,8 +421,48 @@ impl EventLoop {
             self.drain(key, now);
         }
 
-        self.fire_timers(Instant::now());
+        let now = Instant::now();
+        self.fire_timers(now);
+        if self.traffic_moved && now >= self.next_traffic {
+            self.traffic_moved = false;
+            self.next_traffic = now + TRAFFIC_EVERY;
+            self.report_traffic();
+        }
+        self.step_drain(now);
         Ok(!self.stopping)
+    }
+
+    /// Moves a graceful drain on: shuts the sessions down at its deadline, closes what is left at the
+    /// hard deadline, and stops the loop once no session is left.
+    fn step_drain(&mut self, now: Instant) {
+        match self.draining {
+            Draining::No => return,
+            Draining::Until { deadline, grace } if now >= deadline => {
+                self.draining = Draining::Hard(now + grace);
+                for key in self.sessions.keys() {
+                    if let Some(e) = self.sessions.get_mut(key) {
+                        e.session.handle_shutdown(now);
+                        self.drain(key, now);
+                    }
+                }
+            }
+            Draining::Hard(at) if now >= at => self.close_all("shutdown"),
+            _ => {}
+        }
+        if self.sessions.len() == 0 {
+            self.stopping = true;
+        }
+    }
+
+    /// Adds what every open session relayed since the last report to the byte counters.
+    fn report_traffic(&mut self) {
+        for key in self.sessions.keys() {
+            if let Some(e) = self.sessions.get_mut(key) {
+                self.metrics
+                    .counters(self.index, e.listener)
+                    .traffic(&mut e.reported, e.session.traffic());
+            }
+        }
     }
 
     fn on_msg(&mut self, msg: Msg, now: Instant) {
@@ -386,6 +483,7 @@ impl EventLoop {
             Msg::Deliver { to, message, from } => {
                 let result = match self.sessions.get_mut(to) {
                     Some(e) => {
+                        self.traffic_moved = true;
                         let result = e.session.handle_delivery(message, now);
                         self.drain(to, now);
                         result
@@ -410,6 +508,12 @@ impl EventLoop {
             Msg::Shutdown => {
                 self.stopping = true;
                 self.close_all("shutdown");
+            }
+            Msg::Drain { deadline, grace } => {
+                if self.draining == Draining::No {
+                    self.draining = Draining::Until { deadline, grace };
+                    self.step_drain(now);
+                }
             }
         }
     }
@@ -451,9 +555,11 @@ impl EventLoop {
             session,
         } = a;
         let info = &self.listeners[listener];
+        let counters = self.metrics.counters(self.index, listener);
         if self.stopping {
             drop(stream);
             self.active.fetch_sub(1, Ordering::Relaxed);
+            counters.closed_by_driver(true);
             return None;
         }
         let _ = stream.set_nodelay(true);
@@ -485,6 +591,8 @@ impl EventLoop {
             ids: Vec::new(),
             delivers: 0,
             results: VecDeque::new(),
+            reported: Traffic::default(),
+            established: false,
         }) {
             Ok(key) => key,
             Err(_) => {
@@ -493,6 +601,9 @@ impl EventLoop {
                     "conn={conn} peer={peer} event=rejected reason=\"loop full\""
                 );
                 self.active.fetch_sub(1, Ordering::Relaxed);
+                self.metrics
+                    .counters(self.index, listener)
+                    .closed_by_driver(false);
                 return None;
             }
         };
@@ -566,6 +677,12 @@ impl EventLoop {
                 let _ = sock.set_nodelay(true);
                 l.connecting = false;
                 l.writable = true;
+                if let Some(started) = l.connect_started.take() {
+                    self.metrics
+                        .counters(self.index, e.listener)
+                        .connect
+                        .observe(now.saturating_duration_since(started));
+                }
                 e.session.handle_connected(now);
             }
             Err(kind) => {
@@ -597,9 +714,7 @@ impl EventLoop {
                 break;
             }
             let want = READ_CHUNK.min(budget);
-            self.buf.clear();
-            self.buf.resize(want, 0);
-            match sock.read(&mut self.buf[..]) {
+            match sock.read(self.buf.space(want)) {
                 Ok(0) => {
                     l.read_closed = true;
                     l.readable = false;
@@ -609,8 +724,8 @@ impl EventLoop {
                 }
                 Ok(n) => {
                     budget -= n;
-                    self.buf.truncate(n);
-                    e.session.handle_input(leg, take_read(&mut self.buf), now);
+                    self.traffic_moved = true;
+                    e.session.handle_input(leg, self.buf.take(n), now);
                     self.drain(key, now);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
@@ -633,7 +748,6 @@ impl EventLoop {
                 }
             }
         }
-        self.buf.clear();
         self.reading = None;
     }
 
@@ -748,6 +862,17 @@ impl EventLoop {
             }
         }
 
+        // (metrics) the handshake time, once
+        if !e.established {
+            if let Some(at) = e.session.established() {
+                e.established = true;
+                self.metrics
+                    .counters(self.index, e.listener)
+                    .handshake
+                    .observe(at.saturating_duration_since(e.started));
+            }
+        }
+
         // 5. the end
         if e.session.is_finished() {
             self.close(key, None);
@@ -762,6 +887,9 @@ impl EventLoop {
         while let Some(action) = e.session.poll_action() {
             match action {
                 Action::Resolve { host, port } => {
+                    if let Some(addrs) = resolve_literal(&host, port) {
+                        return Some(Followup::Resolved(Ok(addrs)));
+                    }
                     e.resolving = true;
                     let job = Job {
                         host,
@@ -791,6 +919,7 @@ impl EventLoop {
                     *up = LegIo {
                         sock: Some(sock),
                         connecting: true,
+                        connect_started: Some(Instant::now()),
                         interest: Some(interest),
                         ..LegIo::default()
                     };
@@ -900,6 +1029,12 @@ impl EventLoop {
             close_leg(self.poll.registry(), l);
         }
         self.active.fetch_sub(1, Ordering::Relaxed);
+        let counters = self.metrics.counters(self.index, e.listener);
+        counters.traffic(&mut e.reported, e.session.traffic());
+        match forced {
+            Some(why) => counters.closed_by_driver(why == "shutdown"),
+            None => counters.closed(e.session.end_reason()),
+        }
         let reason = match (forced, e.session.end_reason()) {
             (Some(why), _) => why.to_owned(),
             (None, Some(reason)) => reason.to_string(),

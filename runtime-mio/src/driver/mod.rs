@@ -11,6 +11,10 @@
 //! - one **directory** (`directory.rs`) of the ids sessions registered, through which a session
 //!   delivers a message to another on any loop of the same server.
 //!
+//! Stopping: [`Server::shutdown`] closes everything at once; [`Server::drain`] is the graceful way
+//! (listeners closed first, sessions given until a deadline, then told to go away). Counters for
+//! Prometheus are kept per thread without locks ([`Server::metrics`]).
+//!
 //! ```no_run
 //! # use std::sync::Arc;
 //! # fn demo(factory: Arc<dyn wsbridge_core::session::SessionFactory>) -> std::io::Result<()> {
@@ -37,11 +41,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use mio::Waker;
 use socket2::{Domain, Protocol, Socket, Type};
 use wsbridge_core::session::{check_listeners, listen_error, SessionFactory};
 
+use crate::metrics::Metrics;
 use acceptor::Acceptor;
 use directory::Directory;
 use event_loop::{EventLoop, ListenerInfo, LoopHandle, Msg};
@@ -50,6 +56,10 @@ use event_loop::{EventLoop, ListenerInfo, LoopHandle, Msg};
 const RESOLVER_THREADS: usize = 2;
 /// The listen backlog.
 const BACKLOG: i32 = 1024;
+/// How long [`Server::drain`] lets sessions finish after telling them to shut down (a flush and a
+/// close handshake, each bounded by the session's own close timeout, 5 s by default), before closing
+/// what is left.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// One listening socket and the factory of its sessions.
 #[derive(Clone)]
@@ -106,6 +116,7 @@ pub struct Server {
     loops: Vec<LoopHandle>,
     active: Arc<AtomicUsize>,
     threads: Mutex<Threads>,
+    metrics: Metrics,
 }
 
 impl std::fmt::Debug for Server {
@@ -138,6 +149,14 @@ impl Server {
             });
         }
         let local_addrs = infos.iter().map(|i| i.addr).collect();
+        // One shard per loop (by index), then the acceptor's.
+        let metrics = Metrics::new(
+            infos
+                .iter()
+                .map(|i| (i.factory.mode(), i.addr.to_string()))
+                .collect(),
+            opts.threads + 1,
+        );
         let infos: Arc<[ListenerInfo]> = infos.into();
         let active = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -154,6 +173,7 @@ impl Server {
                     infos.clone(),
                     active.clone(),
                     resolver.clone(),
+                    metrics.clone(),
                 )?;
                 loops.push(handle);
                 threads.loops.push(
@@ -170,6 +190,7 @@ impl Server {
                 active.clone(),
                 opts.max_connections,
                 stop.clone(),
+                (metrics.clone(), opts.threads),
             )?;
             threads.acceptor = Some(
                 std::thread::Builder::new()
@@ -197,7 +218,13 @@ impl Server {
             loops,
             active,
             threads: Mutex::new(threads),
+            metrics,
         })
+    }
+
+    /// The server's counters, for [`Metrics::render`] (e.g. through [`crate::metrics::serve`]).
+    pub fn metrics(&self) -> Metrics {
+        self.metrics.clone()
     }
 
     /// The bound address of each listener, in the order given to [`Server::start`].
@@ -212,19 +239,50 @@ impl Server {
 
     /// Stops accepting, closes every connection and joins the threads (unless [`Server::wait`] on
     /// another thread already took them: then this only signals, and `wait` returns once they ended).
-    ///
-    /// This is the hook for the graceful drain of a later issue: stop the acceptor, let the loops finish
-    /// their sessions until a deadline, then close what is left.
     pub fn shutdown(&self) {
+        self.stop_accepting();
+        for lp in &self.loops {
+            let _ = lp.send(Msg::Shutdown);
+        }
+        self.join_loops();
+    }
+
+    /// Drains gracefully, and returns once every session has ended:
+    /// 1. the listening sockets are closed at once (new clients are refused, or reach another process
+    ///    on the same port with `reuse_port`); connections already accepted are still served;
+    /// 2. live sessions run on until `timeout` has passed;
+    /// 3. then each still open gets [`Session::handle_shutdown`](wsbridge_core::session::Session::handle_shutdown)
+    ///    (WebSocket legs: Close 1001 after what is queued; TCP legs: FIN after a flush) and is driven
+    ///    until it finishes, for at most [`SHUTDOWN_GRACE`];
+    /// 4. what is left then is closed.
+    ///
+    /// Each loop ends as soon as it has no session left, so this returns early when the sessions end
+    /// early. Like [`Server::shutdown`], it only signals if [`Server::wait`] already took the threads.
+    pub fn drain(&self, timeout: Duration) {
+        self.metrics.set_draining();
+        self.stop_accepting();
+        // Every connection the acceptor handed off is on a loop's channel before this message.
+        let deadline = Instant::now() + timeout;
+        for lp in &self.loops {
+            let _ = lp.send(Msg::Drain {
+                deadline,
+                grace: SHUTDOWN_GRACE,
+            });
+        }
+        self.join_loops();
+    }
+
+    /// Stops the acceptor and waits for it: the listening sockets are closed when this returns.
+    fn stop_accepting(&self) {
         self.stop.store(true, Ordering::Release);
         let _ = self.acceptor_waker.wake();
         let acceptor = self.lock().acceptor.take();
         if let Some(t) = acceptor {
             let _ = t.join();
         }
-        for lp in &self.loops {
-            let _ = lp.send(Msg::Shutdown);
-        }
+    }
+
+    fn join_loops(&self) {
         let loops = std::mem::take(&mut self.lock().loops);
         for t in loops {
             let _ = t.join();

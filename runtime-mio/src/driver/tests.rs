@@ -34,6 +34,7 @@ fn lone_loop(plan: &Plan) -> (EventLoop, LoopHandle, mpsc::Receiver<Job>) {
         infos,
         Arc::new(AtomicUsize::new(1)),
         jobs,
+        crate::metrics::Metrics::new(vec![("test", "127.0.0.1:0".into())], 1),
     )
     .unwrap();
     (lp, handle, job_rx)
