@@ -76,13 +76,27 @@ impl Bridge {
         }
     }
 
-    /// Stops at once: no more accepts, every open session closed (the executor thread of smol goes on
-    /// until the bridge is dropped). [`Bridge::active_connections`] still answers afterwards.
+    /// Stops now: no more accepts, every open session told to go away (`handle_shutdown`) and closed
+    /// (a graceful drain with no time to finish; the executor thread of smol goes on until the bridge
+    /// is dropped). [`Bridge::active_connections`] still answers afterwards.
     pub fn stop(&self) {
         match self.inner.as_ref() {
-            Some(Inner::Mio(s)) => s.shutdown(),
+            Some(Inner::Mio(s)) => s.drain(Duration::ZERO),
             Some(Inner::Smol { server, .. }) => {
                 smol::block_on(server.stop(Duration::ZERO));
+            }
+            None => {}
+        }
+    }
+
+    /// Drains gracefully (mio: [`Server::drain`](wsbridge_mio::driver::Server::drain); smol:
+    /// `stop(timeout)`): the listeners close at once, open sessions get until `timeout`, then
+    /// `handle_shutdown`, then are closed. Returns once every session has ended.
+    pub fn drain(&self, timeout: Duration) {
+        match self.inner.as_ref() {
+            Some(Inner::Mio(s)) => s.drain(timeout),
+            Some(Inner::Smol { server, .. }) => {
+                smol::block_on(server.stop(timeout));
             }
             None => {}
         }

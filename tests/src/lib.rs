@@ -7,3 +7,4 @@ pub mod certs;
 pub mod data;
 pub mod hostile;
 pub mod mail;
+pub mod process;

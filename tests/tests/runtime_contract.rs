@@ -29,6 +29,8 @@ wsbridge_tests::both_runtimes!(
     deliveries_reach_the_registered_session_and_answer_in_order,
     connect_with_an_open_up_leg_closes_it_and_dials_a_fresh_one,
     a_flooding_client_does_not_starve_the_others_on_one_thread,
+    drain_closes_the_listeners_and_waits_for_sessions_to_finish,
+    drain_shuts_down_what_is_left_at_the_deadline,
 );
 
 fn start(rt: Runtime, plan: &Plan, busy: Option<&'static [u8]>, max_connections: usize) -> Bridge {
@@ -200,8 +202,8 @@ fn connection_limit_counts_from_accept_until_close(rt: Runtime) {
     let mut d = connect(&server);
     assert_eq!(read_exact_n(&mut d, 3), b"hi\n");
     server.stop();
-    assert_eq!(read_to_end(&mut b), b"");
-    assert_eq!(read_to_end(&mut d), b"");
+    assert_eq!(read_to_end(&mut b), b"going away\n");
+    assert_eq!(read_to_end(&mut d), b"going away\n");
     assert_eq!(server.active_connections(), 0);
     drop(server);
 
@@ -442,6 +444,53 @@ fn smol_stop_ends_what_is_left_at_the_deadline() {
         took >= Duration::from_millis(300) && took < Duration::from_secs(2),
         "{took:?}"
     );
-    assert_eq!(read_to_end(&mut a), b"");
+    // It was told to go away (`handle_shutdown`) before it was closed.
+    assert_eq!(read_to_end(&mut a), b"going away\n");
     assert_eq!(server.active_connections(), 0);
+}
+
+// ---- graceful drain, both runtimes ----
+
+fn drain_closes_the_listeners_and_waits_for_sessions_to_finish(rt: Runtime) {
+    let mut plan = Plan::new(Target::None);
+    plan.greet = b"hi\n";
+    let bridge = start(rt, &plan, None, UNLIMITED);
+    let addr = bridge.addr;
+    let mut a = connect(&bridge);
+    assert_eq!(read_exact_n(&mut a, 3), b"hi\n");
+    thread::scope(|scope| {
+        let draining = scope.spawn(|| {
+            let t = Instant::now();
+            bridge.drain(Duration::from_secs(5));
+            t.elapsed()
+        });
+        eventually("the listener to close", || {
+            TcpStream::connect(addr).is_err()
+        });
+        // The open session still works, and ends when its client does (not told to go away).
+        a.write_all(b"still here").unwrap();
+        a.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_to_end(&mut a), b"");
+        let took = draining.join().unwrap();
+        assert!(took < Duration::from_secs(4), "{took:?}");
+    });
+    assert_eq!(bridge.active_connections(), 0);
+}
+
+fn drain_shuts_down_what_is_left_at_the_deadline(rt: Runtime) {
+    let mut plan = Plan::new(Target::None);
+    plan.greet = b"hi\n";
+    let bridge = start(rt, &plan, None, UNLIMITED);
+    let mut a = connect(&bridge);
+    assert_eq!(read_exact_n(&mut a, 3), b"hi\n");
+    let t = Instant::now();
+    bridge.drain(Duration::from_millis(300));
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
+    // `handle_shutdown` had the session say goodbye after what it had queued, then it ended.
+    assert_eq!(read_to_end(&mut a), b"going away\n");
+    assert_eq!(bridge.active_connections(), 0);
 }
