@@ -319,9 +319,12 @@ impl Tcp2WsSession {
     fn apply_client_eof(&mut self, now: Instant) {
         match self.cfg.half_close {
             HalfClose::Close => {
+                // A backend `eof` shut the client's write side for good: the runtime may have sent
+                // the FIN already, so that must stay (fuzz finding: data queued after the FIN).
+                let backend_eof = self.down_write_closed;
                 self.close_backend(CloseCode::NORMAL, "client closed", EndReason::Normal, now);
                 // Keep relaying the backend's tail to the client until its Close.
-                self.down_write_closed = false;
+                self.down_write_closed = backend_eof;
             }
             HalfClose::Eof => {
                 if let Some(ws) = self.ws() {
@@ -457,6 +460,12 @@ impl Tcp2WsSession {
     /// Switches the client connection to TLS. `reply` is the last plaintext the client gets; any client
     /// plaintext not yet forwarded is discarded, so nothing sent before the switch reaches TLS.
     fn start_tls(&mut self, reply: Option<String>, now: Instant) {
+        if self.down_write_closed || self.client_eof || self.ending != Ending::No {
+            // Too late: the client's write side is shut (its FIN may be out) or the session is
+            // ending, so neither the reply nor a handshake can reach it (fuzz finding: the reply
+            // was queued after the FIN).
+            return;
+        }
         let factory = match (&self.cfg.server_tls, self.cfg.listener_tls, self.client_tls) {
             (Some(f), ListenerTls::StartTls, ClientTls::Off) => f.clone(),
             _ => {
