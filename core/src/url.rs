@@ -81,6 +81,12 @@ fn parse_parts(s: &str, plain: &str, secure: &str) -> Result<WsUrl, BadUrl> {
         (host, &v6[end + 1..])
     } else {
         match authority.rfind(':') {
+            // A host with a colon is an IPv6 literal, which must be bracketed: `a:b:80` would
+            // otherwise be host `a:b`, shown (and matched by an allowlist) as `[a:b]:80`, which
+            // does not even parse (fuzz finding).
+            Some(i) if authority[..i].contains(':') => {
+                return Err(bad("an IPv6 address must be written in brackets"))
+            }
             Some(i) => (&authority[..i], &authority[i..]),
             None => (authority, ""),
         }
@@ -238,6 +244,34 @@ mod tests {
             "ws://x:8a/",
         ] {
             assert!(WsUrl::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    /// Fuzz finding (`control_json`, input
+    /// `fuzz/corpus/control_json/seed-regression-unbracketed-colon-host`): a host with a colon outside
+    /// brackets was taken as an IPv6 literal that the URL's display then bracketed into something that
+    /// does not parse, so an allowlist matched a different URL than was dialled.
+    #[test]
+    fn a_colon_in_an_unbracketed_host_is_refused_and_urls_show_as_they_parse() {
+        for bad in [
+            "http://backentest:808mst:8080/frm=2",
+            "http://a:b/",
+            "https://a:evil.example.com:443/",
+            "ws://::1:80/",
+        ] {
+            assert!(HttpUrl::parse(bad).is_err(), "{bad}");
+            assert!(
+                WsUrl::parse(bad.replacen("http", "ws", 1).as_str()).is_err(),
+                "{bad}"
+            );
+        }
+        for good in [
+            "http://[::1]:8080/x",
+            "https://h.test:8443/",
+            "http://h.test/",
+        ] {
+            let u = HttpUrl::parse(good).unwrap();
+            assert_eq!(HttpUrl::parse(&u.to_string()), Ok(u));
         }
     }
 
