@@ -187,6 +187,59 @@ pub struct RustlsSession {
     /// close_notify (or a fatal alert) queued by us.
     write_closed: bool,
     error: Option<TlsError>,
+    /// Where the next ciphertext byte falls in the record stream (see [`RustlsSession::feed`]).
+    records: RecordCursor,
+}
+
+/// Tracks TLS record boundaries in the ciphertext stream, so that rustls is fed one record at a time.
+#[derive(Debug, Default, Clone, Copy)]
+struct RecordCursor {
+    /// The bytes of the current record's 5-byte header seen so far (`header_len` of them).
+    header: [u8; 5],
+    header_len: usize,
+    /// Body bytes of the current record still to come (0 with `header_len` 0: at a boundary).
+    body_left: usize,
+}
+
+impl RecordCursor {
+    const HEADER: usize = 5;
+
+    /// How many bytes of `rest` (the stream from here on) finish the current record, or all of
+    /// `rest` if it ends first.
+    fn record_len(&self, rest: &[u8]) -> usize {
+        if self.body_left > 0 {
+            return self.body_left.min(rest.len());
+        }
+        let need = Self::HEADER - self.header_len;
+        if rest.len() < need {
+            return rest.len();
+        }
+        let mut header = self.header;
+        header[self.header_len..].copy_from_slice(&rest[..need]);
+        let body = usize::from(u16::from_be_bytes([header[3], header[4]]));
+        (need + body).min(rest.len())
+    }
+
+    /// `taken` bytes of `rest` went to rustls.
+    fn advance(&mut self, rest: &[u8], taken: usize) {
+        let mut bytes = &rest[..taken];
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = self.body_left.min(bytes.len());
+                self.body_left -= n;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (Self::HEADER - self.header_len).min(bytes.len());
+            self.header[self.header_len..self.header_len + n].copy_from_slice(&bytes[..n]);
+            self.header_len += n;
+            bytes = &bytes[n..];
+            if self.header_len == Self::HEADER {
+                self.header_len = 0;
+                self.body_left = usize::from(u16::from_be_bytes([self.header[3], self.header[4]]));
+            }
+        }
+    }
 }
 
 impl fmt::Debug for RustlsSession {
@@ -232,6 +285,7 @@ impl RustlsSession {
             close_notify_received: false,
             write_closed: false,
             error: None,
+            records: RecordCursor::default(),
         }
     }
 
@@ -243,10 +297,20 @@ impl RustlsSession {
 
     /// Feeds `data` to rustls record by record until it is all in or rustls' plaintext buffer is full;
     /// returns how much it took.
+    /// Gives rustls the ciphertext in `data` **one record at a time**, processing each before the
+    /// next, and returns how much it took. One record at a time, because whatever follows a
+    /// close_notify or a fatal record in the same read must never reach rustls: it would answer it
+    /// with a second fatal alert (rustls/rustls#959; a debug assertion, and a stray alert otherwise).
     fn feed(&mut self, data: &[u8]) -> Result<usize, TlsError> {
         let mut rest = data;
         while !rest.is_empty() && !self.close_notify_received {
-            match self.conn.read_tls(&mut rest) {
+            let len = self.records.record_len(rest);
+            let mut record = &rest[..len];
+            let read = self.conn.read_tls(&mut record);
+            let taken = len - record.len();
+            self.records.advance(rest, taken);
+            rest = &rest[taken..];
+            match read {
                 // Only at close_notify, which is checked above; nothing more is read.
                 Ok(0) => break,
                 Ok(_) => {}

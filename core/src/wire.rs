@@ -31,6 +31,11 @@ pub(crate) struct Wire {
     held_len: usize,
     /// A close_notify goes out once the held plaintext is in.
     closing: bool,
+    /// [`Wire::seal`] was called: once the held plaintext is in, nothing more is queued.
+    sealing: bool,
+    /// Sealed and the held plaintext is queued: later TLS output (an alert answering late input) is
+    /// dropped, since the runtime may have sent the FIN after it.
+    sealed: bool,
 }
 
 impl Wire {
@@ -41,6 +46,8 @@ impl Wire {
             held: VecDeque::new(),
             held_len: 0,
             closing: false,
+            sealing: false,
+            sealed: false,
         }
     }
 
@@ -88,13 +95,29 @@ impl Wire {
             }
         }
         while let Some(c) = tls.take_ciphertext() {
-            self.out.push_data(c, true);
+            if !self.sealed {
+                self.out.push_data(c, true);
+            }
         }
+        self.sealed |= self.sealing && self.held_len == 0;
     }
 
     /// No more plaintext will be sent: with TLS, a close_notify follows what is held.
     pub(crate) fn close_notify(&mut self) {
         self.closing = self.tls.is_some();
+        self.flush();
+    }
+
+    /// Nothing is sent after what is queued and held now: the owner reports this side write-closed from
+    /// here on, so the runtime may send the FIN as soon as the queue is empty. With TLS, whatever the
+    /// TLS layer produces after the held plaintext (an alert answering late input) is dropped rather
+    /// than queued behind the FIN.
+    ///
+    /// No close_notify: the peer may still send (a half-close), and rustls 0.23 counts its own
+    /// close_notify as a fatal alert, so late garbage from the peer would trip its debug assertion
+    /// that a second fatal alert is never sent (found by the `tcp2ws_session` fuzz target).
+    pub(crate) fn seal(&mut self) {
+        self.sealing = true;
         self.flush();
     }
 

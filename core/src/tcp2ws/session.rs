@@ -451,7 +451,10 @@ impl Tcp2WsSession {
             }
             Ok(FromBackend::Unknown(_)) => {}
             Ok(FromBackend::Eof) => {
+                // For good: nothing the TLS layer says later (an alert answering late client input)
+                // may go out after the FIN (fuzz finding).
                 self.down_write_closed = true;
+                self.down.seal();
             }
             Ok(FromBackend::StartTls { reply }) => self.start_tls(reply, now),
         }
