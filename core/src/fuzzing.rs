@@ -1122,3 +1122,24 @@ pub fn http_response(data: &[u8]) {
         Err(e) => assert_eq!(e.status, 502),
     }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// tcp2ws_session / ws2tcp_session / ws2http_session: core/src/fuzzing/sessions.rs
+// ---------------------------------------------------------------------------------------------------------
+
+mod sessions;
+pub use sessions::{tcp2ws_session, ws2http_session, ws2tcp_session};
+
+// ---------------------------------------------------------------------------------------------------------
+// control_json / target_policy / chunked_body: core/src/fuzzing/parsers.rs
+// ---------------------------------------------------------------------------------------------------------
+
+mod parsers;
+pub use parsers::{chunked_body, control_json, target_policy};
+
+// ---------------------------------------------------------------------------------------------------------
+// proxy_header: core/src/fuzzing/proxy.rs
+// ---------------------------------------------------------------------------------------------------------
+
+mod proxy;
+pub use proxy::proxy_header;

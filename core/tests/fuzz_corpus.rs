@@ -72,3 +72,56 @@ fn upgrade_response_corpus() {
 fn http_response_corpus() {
     replay("http_response", fuzzing::http_response);
 }
+
+#[test]
+fn tcp2ws_session_corpus() {
+    let start = epoch();
+    replay("tcp2ws_session", |data| {
+        fuzzing::tcp2ws_session(data, start)
+    });
+}
+
+#[test]
+fn ws2tcp_session_corpus() {
+    let start = epoch();
+    replay("ws2tcp_session", |data| {
+        fuzzing::ws2tcp_session(data, start)
+    });
+}
+
+#[test]
+fn ws2http_session_corpus() {
+    let start = epoch();
+    replay("ws2http_session", |data| {
+        fuzzing::ws2http_session(data, start)
+    });
+}
+
+#[test]
+fn control_json_corpus() {
+    replay("control_json", fuzzing::control_json);
+}
+
+#[test]
+fn target_policy_corpus() {
+    replay("target_policy", fuzzing::target_policy);
+}
+
+#[test]
+fn chunked_body_corpus() {
+    replay("chunked_body", fuzzing::chunked_body);
+}
+
+#[path = "fuzzing/frame_differential.rs"]
+mod frame_differential;
+
+#[test]
+fn frame_differential_corpus() {
+    replay("frame_differential", frame_differential::frame_differential);
+}
+
+#[test]
+fn proxy_header_corpus() {
+    let start = epoch();
+    replay("proxy_header", |data| fuzzing::proxy_header(data, start));
+}
