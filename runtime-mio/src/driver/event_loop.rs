@@ -69,6 +69,8 @@ pub(crate) enum Msg {
     /// The answer to a session's [`Action::Resolve`].
     Resolved {
         key: Key,
+        /// Which of the session's resolves this answers (see `Entry::resolving`).
+        id: u64,
         result: Result<Vec<SocketAddr>, String>,
     },
     /// A delivery for the session `to` of this loop; its result goes back to `from`.
@@ -199,8 +201,11 @@ struct Entry {
     timer: Option<Instant>,
     /// On the revisit list.
     revisit: bool,
-    /// A resolve is in flight.
-    resolving: bool,
+    /// The number of the resolve in flight, if any: only its answer is delivered, since a newer
+    /// `Resolve` replaces an unanswered one (its answer may be for another origin).
+    resolving: Option<u64>,
+    /// How many resolves it asked the resolver for so far.
+    resolves: u64,
     /// The ids this session registered (forgotten when it closes).
     ids: Vec<String>,
     /// How many `Deliver`s it asked for so far (the next one's number).
@@ -470,13 +475,14 @@ impl EventLoop {
             Msg::Accepted(a) => {
                 self.adopt(a);
             }
-            Msg::Resolved { key, result } => {
+            Msg::Resolved { key, id, result } => {
                 let Some(e) = self.sessions.get_mut(key) else {
                     return; // the session is gone: a late answer
                 };
-                if !std::mem::take(&mut e.resolving) {
-                    return;
+                if e.resolving != Some(id) {
+                    return; // replaced by a newer resolve
                 }
+                e.resolving = None;
                 e.session.handle_resolved(result, now);
                 self.drain(key, now);
             }
@@ -587,7 +593,8 @@ impl EventLoop {
             started: accepted_at,
             timer: None,
             revisit: false,
-            resolving: false,
+            resolving: None,
+            resolves: 0,
             ids: Vec::new(),
             delivers: 0,
             results: VecDeque::new(),
@@ -887,19 +894,23 @@ impl EventLoop {
         while let Some(action) = e.session.poll_action() {
             match action {
                 Action::Resolve { host, port } => {
+                    // A newer resolve replaces one still in flight.
+                    e.resolving = None;
                     if let Some(addrs) = resolve_literal(&host, port) {
                         return Some(Followup::Resolved(Ok(addrs)));
                     }
-                    e.resolving = true;
+                    e.resolves += 1;
+                    e.resolving = Some(e.resolves);
                     let job = Job {
                         host,
                         port,
                         key,
+                        id: e.resolves,
                         reply: self.me.tx.clone(),
                         waker: self.me.waker.clone(),
                     };
                     if self.resolver.send(job).is_err() {
-                        e.resolving = false;
+                        e.resolving = None;
                         return Some(Followup::Resolved(
                             Err("the resolver is not running".into()),
                         ));

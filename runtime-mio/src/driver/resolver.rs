@@ -21,6 +21,8 @@ pub(crate) struct Job {
     pub host: String,
     pub port: u16,
     pub key: Key,
+    /// The session's number for this resolve, sent back with the answer.
+    pub id: u64,
     pub reply: Sender<Msg>,
     pub waker: Arc<Waker>,
 }
@@ -51,6 +53,7 @@ fn worker(rx: &Mutex<Receiver<Job>>) {
             .reply
             .send(Msg::Resolved {
                 key: job.key,
+                id: job.id,
                 result,
             })
             .is_ok()
