@@ -1087,6 +1087,11 @@ struct TlsClient {
     session: RustlsSession,
     /// Offset in the `Down` output of the next byte to hand to the client.
     fed: usize,
+    /// This client sent its close_notify: it reads nothing more, since rustls (0.23) counts its own
+    /// close_notify as a fatal alert and asserts (debug builds) that no second one follows, which
+    /// undecodable input after it would cause (rustls/rustls#959). The server under test still reads
+    /// whatever the client sent before.
+    closed: bool,
 }
 
 impl TlsClient {
@@ -1101,6 +1106,7 @@ impl TlsClient {
                 client.insert(TlsClient {
                     session,
                     fed: written.len(),
+                    closed: false,
                 })
             }
             Some(c) => c,
@@ -1108,7 +1114,7 @@ impl TlsClient {
         // Whole records only, and nothing after the server's close_notify: rustls (0.23) trips a debug
         // assertion on bytes that follow a close_notify in the same read (rustls/rustls#959), which a
         // client fed arbitrary relayed plaintext would hit.
-        while written.len() - c.fed >= 5 && !c.session.peer_closed() {
+        while written.len() - c.fed >= 5 && !c.session.peer_closed() && !c.closed {
             let head = &written[c.fed..c.fed + 5];
             let end = c.fed + 5 + usize::from(u16::from_be_bytes([head[3], head[4]]));
             if end > written.len() {
@@ -1127,7 +1133,10 @@ impl TlsClient {
                 let n = usize::from(b >> 2) * 40;
                 c.session.write_plaintext(&vec![b'T'; n]);
             }
-            3 => c.session.send_close_notify(),
+            3 => {
+                c.session.send_close_notify();
+                c.closed = true;
+            }
             _ => {}
         }
         let mut out = Vec::new();
