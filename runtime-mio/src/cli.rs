@@ -7,7 +7,8 @@
 //!
 //! SIGTERM or SIGINT drains gracefully (see [`crate::signals`]): the listeners close at once, live
 //! connections get `--drain-timeout` to finish, then the rest are closed (1001 / FIN) and it exits 0. A
-//! second signal exits at once with 128 + the signal number.
+//! second signal exits at once with 128 + the signal number. SIGHUP (and `--tls-reload-interval`)
+//! reloads every listener's `--tls-cert`/`--tls-key` files (see [`crate::tls_reload`]).
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use wsbridge_core::http::headers::{is_field_value, is_token};
 use wsbridge_core::proxy::{ProxyAccept, ProxyProtocol, Version as ProxyVersion};
 use wsbridge_core::session::SessionFactory;
 use wsbridge_core::tcp2ws::{HalfClose, ListenerTls, Tcp2WsConfig, Tcp2WsFactory};
-use wsbridge_core::tls::{client_config, server_config, RustlsSession, TlsSession};
+use wsbridge_core::tls::{client_config, RustlsSession, TlsSession};
 use wsbridge_core::tls::{ClientTlsFactory, ServerTlsFactory};
 use wsbridge_core::url::WsUrl;
 use wsbridge_core::ws2http::{Allowlist, Ws2HttpConfig, Ws2HttpFactory};
@@ -28,8 +29,9 @@ use wsbridge_core::ws2tcp::{StaticPage, StaticTarget, TargetPolicy, Ws2TcpConfig
 
 use crate::driver::{ListenerSpec, RuntimeOptions, Server};
 use crate::log::{self, Level, Val};
-use crate::pem::{load_certs, load_private_key};
+use crate::pem::load_certs;
 use crate::signals::StopSignals;
+use crate::tls_reload::CertStore;
 
 /// The whole command line.
 #[derive(Debug, Parser)]
@@ -105,6 +107,12 @@ pub struct GlobalArgs {
     #[arg(long, global = true,
         help_heading = "Global options", env = "WSBRIDGE_DRAIN_TIMEOUT", value_name = "SECS", value_parser = parse_secs)]
     pub drain_timeout: Option<Duration>,
+
+    /// Every SECS, reload the --tls-cert/--tls-key files that changed on disk (as SIGHUP does for all
+    /// of them); a broken file keeps the old certificate [default: off]
+    #[arg(long, global = true,
+        help_heading = "Global options", env = "WSBRIDGE_TLS_RELOAD_INTERVAL", value_name = "SECS", value_parser = parse_secs)]
+    pub tls_reload_interval: Option<Duration>,
 }
 
 /// `--log-level`.
@@ -572,9 +580,9 @@ pub struct TlsArgs {
 }
 
 impl TlsArgs {
-    /// The TLS server sessions these pairs make, or `None` without any pair.
-    fn server_tls(&self) -> Result<Option<ServerTlsFactory>, String> {
-        server_tls(&self.tls_cert, &self.tls_key)
+    /// The TLS server sessions these pairs make for listener `listen`, or `None` without any pair.
+    fn server_tls(&self, listen: &str) -> Result<Option<ServerTlsFactory>, String> {
+        server_tls(listen, &self.tls_cert, &self.tls_key)
     }
 }
 
@@ -659,8 +667,13 @@ fn listen_addr(listen: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("--listen {listen}: resolves to no address"))
 }
 
-/// The TLS server sessions of a listener from its `--tls-cert`/`--tls-key` pairs (`None` without them).
-fn server_tls(certs: &[PathBuf], keys: &[PathBuf]) -> Result<Option<ServerTlsFactory>, String> {
+/// The TLS server sessions of listener `listen` from its `--tls-cert`/`--tls-key` pairs (`None` without
+/// them), read from a [`CertStore`] that SIGHUP and `--tls-reload-interval` reload.
+fn server_tls(
+    listen: &str,
+    certs: &[PathBuf],
+    keys: &[PathBuf],
+) -> Result<Option<ServerTlsFactory>, String> {
     if certs.len() != keys.len() {
         return Err(format!(
             "--tls-cert and --tls-key come in pairs: got {} certificate(s) and {} key(s)",
@@ -668,24 +681,10 @@ fn server_tls(certs: &[PathBuf], keys: &[PathBuf]) -> Result<Option<ServerTlsFac
             keys.len()
         ));
     }
-    if !certs.is_empty() {
-        let mut pairs = Vec::with_capacity(certs.len());
-        for (cert, key) in certs.iter().zip(keys) {
-            let chain = load_certs(cert).map_err(|e| format!("--tls-cert {e}"))?;
-            let key = load_private_key(key).map_err(|e| format!("--tls-key {e}"))?;
-            pairs.push((chain, key));
-        }
-        let config = server_config(pairs).map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
-        // Made once here so that the factory below cannot fail later.
-        RustlsSession::server(config.clone()).map_err(|e| format!("TLS server settings: {e}"))?;
-        let factory: ServerTlsFactory = Arc::new(move || {
-            let session =
-                RustlsSession::server(config.clone()).expect("the config was checked at startup");
-            Box::new(session) as Box<dyn TlsSession>
-        });
-        return Ok(Some(factory));
+    if certs.is_empty() {
+        return Ok(None);
     }
-    Ok(None)
+    Ok(Some(CertStore::load(listen, certs, keys)?.factory()))
 }
 
 /// TLS client sessions trusting the Mozilla roots plus the PEM file of `flag`, if given.
@@ -739,7 +738,7 @@ pub fn ws2tcp_config(args: &Ws2TcpArgs) -> Result<(SocketAddr, Ws2TcpConfig), St
     if args.max_connections == 0 {
         return Err("--max-connections must be at least 1".into());
     }
-    cfg.server_tls = args.tls.server_tls()?;
+    cfg.server_tls = args.tls.server_tls(&listen)?;
     cfg.target_tls = Some(client_tls("--target-ca", args.target_ca.as_ref())?);
     cfg.send_proxy_protocol = args.send_proxy_protocol;
     cfg.validate()?;
@@ -791,7 +790,7 @@ pub fn tcp2ws_config(args: &Tcp2WsArgs) -> Result<(SocketAddr, Tcp2WsConfig), St
         return Err("--max-connections must be at least 1".into());
     }
 
-    cfg.server_tls = args.tls.server_tls()?;
+    cfg.server_tls = args.tls.server_tls(&args.listen)?;
     cfg.listener_tls = match (args.starttls, cfg.server_tls.is_some()) {
         (true, _) => ListenerTls::StartTls,
         (false, true) => ListenerTls::Implicit,
@@ -823,7 +822,7 @@ pub fn ws2http_config(args: &Ws2HttpArgs) -> Result<(SocketAddr, Ws2HttpConfig),
     cfg.backend_timeout = args.backend_timeout;
     cfg.idle_timeout = off_if_zero(args.idle_timeout);
     (cfg.ping_interval, cfg.ping_timeout) = args.heartbeat.settings()?;
-    cfg.server_tls = args.tls.server_tls()?;
+    cfg.server_tls = args.tls.server_tls(&args.listen)?;
     cfg.backend_tls = Some(client_tls("--backend-ca", args.backend_ca.as_ref())?);
     cfg.validate()?;
     Ok((bind, cfg))
@@ -932,7 +931,15 @@ pub fn run_with(global: GlobalArgs, command: Option<Command>) -> Result<(), Fail
             "mode={mode} event=listening listen={addr} {describe} threads={threads}"
         );
     }
-    signals.serve(&server, drain_timeout);
+    let stores = crate::tls_reload::live_stores();
+    if let Some(every) = g
+        .tls_reload_interval
+        .filter(|d| !d.is_zero() && !stores.is_empty())
+    {
+        crate::tls_reload::spawn_interval(stores.clone(), every)
+            .map_err(|e| Failure::Start(format!("--tls-reload-interval: {e}")))?;
+    }
+    signals.reloading(stores).serve(&server, drain_timeout);
     Ok(())
 }
 

@@ -204,6 +204,9 @@ impl ConfigFile {
         if let Some(d) = cli.drain_timeout.or(f.drain_timeout) {
             argv.push(format!("--drain-timeout={}", d.as_secs_f64()));
         }
+        if let Some(d) = cli.tls_reload_interval.or(f.tls_reload_interval) {
+            argv.push(format!("--tls-reload-interval={}", d.as_secs_f64()));
+        }
         parse_global(&argv).map_err(|e| clap_error(&e).1)
     }
 

@@ -1,5 +1,6 @@
 //! SIGTERM and SIGINT for the `wsbridge` binary: the first one drains the server gracefully
-//! ([`Server::drain`]), a second one exits at once.
+//! ([`Server::drain`]), a second one exits at once. SIGHUP reloads the listeners' certificates
+//! ([`crate::tls_reload`]) and never stops anything (not even during a drain).
 //!
 //! Why `signal-hook`'s blocking iterator, not `signal-hook-mio` or a hand-made self-pipe: signals are
 //! the process's business, not an event loop's — the loops belong to the driver, which knows nothing of
@@ -10,15 +11,18 @@
 //! Rust ecosystem uses for this.
 
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::driver::Server;
+use crate::tls_reload::{reload_all, CertStore};
 
-/// The signals that stop the server, caught from [`StopSignals::install`] on.
-pub struct StopSignals(Signals);
+/// The signals that stop the server (and SIGHUP, which reloads certificates), caught from
+/// [`StopSignals::install`] on.
+pub struct StopSignals(Signals, Vec<Arc<CertStore>>);
 
 impl std::fmt::Debug for StopSignals {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -27,19 +31,34 @@ impl std::fmt::Debug for StopSignals {
 }
 
 impl StopSignals {
-    /// Catches SIGTERM and SIGINT from now on (install it before the server starts, so an early signal
-    /// is not the default "terminate now").
+    /// Catches SIGTERM, SIGINT and SIGHUP from now on (install it before the server starts, so an early
+    /// signal is not the default "terminate now").
     pub fn install() -> io::Result<StopSignals> {
-        Ok(StopSignals(Signals::new([SIGTERM, SIGINT])?))
+        Ok(StopSignals(
+            Signals::new([SIGTERM, SIGINT, SIGHUP])?,
+            Vec::new(),
+        ))
     }
 
-    /// Blocks until a signal came and the graceful drain it started has finished (then returns), or
-    /// until a second signal, which ends the process at once with exit code 128 + the signal number.
+    /// SIGHUP reloads every one of `stores` ([`CertStore::reload`], each logged). Without stores
+    /// SIGHUP is caught and ignored.
+    pub fn reloading(mut self, stores: Vec<Arc<CertStore>>) -> StopSignals {
+        self.1 = stores;
+        self
+    }
+
+    /// Blocks until a stop signal came and the graceful drain it started has finished (then returns), or
+    /// until a second stop signal, which ends the process at once with exit code 128 + the signal
+    /// number. SIGHUP, at any time, only reloads the certificates (see [`StopSignals::reloading`]).
     pub fn serve(mut self, server: &Server, drain_timeout: Duration) {
         let handle = self.0.handle();
         std::thread::scope(|scope| {
             let mut draining = false;
             for signal in self.0.forever() {
+                if signal == SIGHUP {
+                    reload_all(&self.1, "sighup");
+                    continue;
+                }
                 let name = signal_hook::low_level::signal_name(signal).unwrap_or("signal");
                 if draining {
                     crate::log!(

@@ -490,3 +490,19 @@ fn edit_distance_counts_edits() {
     assert_eq!(edit_distance("listen", "listen"), 0);
     assert_eq!(suggest("zzzz", ["listen"].into_iter()), "");
 }
+
+#[test]
+fn tls_reload_interval_is_a_top_level_key_the_command_line_overrides() {
+    let file = parse("tls-reload-interval = 60\n\n[[listener]]\nmode = \"ws2tcp\"\n").unwrap();
+    assert_eq!(
+        file.global.tls_reload_interval,
+        Some(Duration::from_secs(60))
+    );
+    let none = parse_global(&["wsbridge".to_owned()]).unwrap();
+    let g = file.global_over(&none).unwrap();
+    assert_eq!(g.tls_reload_interval, Some(Duration::from_secs(60)));
+    let argv = ["wsbridge", "--tls-reload-interval", "2.5"].map(String::from);
+    let g = file.global_over(&parse_global(&argv).unwrap()).unwrap();
+    assert_eq!(g.tls_reload_interval, Some(Duration::from_millis(2500)));
+    assert!(error("tls-reload-interval = \"soon\"\n").contains("tls-reload-interval"));
+}
