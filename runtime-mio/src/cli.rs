@@ -197,6 +197,10 @@ pub struct Tcp2WsArgs {
     #[command(flatten)]
     pub proxy: ProxyArgs,
 
+    /// Per-client-address and accept-rate limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
+
     /// Plain listener that switches to TLS when the backend sends start_tls (needs --tls-cert and --tls-key)
     #[arg(
         long,
@@ -306,6 +310,10 @@ pub struct Ws2TcpArgs {
     /// A PROXY protocol header from a load balancer in front.
     #[command(flatten)]
     pub proxy: ProxyArgs,
+
+    /// Per-client-address and accept-rate limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 
     /// Static mode: relay every client to this HOST:PORT, without greeting or handshake (websockify
     /// compatible; the wsbridge.v1 tunnel from tcp2ws). The operator's target is trusted
@@ -429,6 +437,10 @@ pub struct Ws2HttpArgs {
     /// A PROXY protocol header from a load balancer in front.
     #[command(flatten)]
     pub proxy: ProxyArgs,
+
+    /// Per-client-address and accept-rate limits.
+    #[command(flatten)]
+    pub limits: LimitArgs,
 
     /// Extra trust roots (PEM) for https:// backends, on top of the Mozilla roots
     #[arg(long, env = "WSBRIDGE_BACKEND_CA", value_name = "PEM")]
@@ -644,6 +656,42 @@ impl ProxyArgs {
             ..ProxyAccept::default()
         };
         Ok(Arc::new(ProxyProtocol::new(factory, cfg)))
+    }
+}
+
+/// Limits that hold under abuse, shared by every mode. Over either, a connection is treated like one
+/// over --max-connections: WebSocket listeners send Close 1013, TCP listeners close it at once.
+#[derive(Debug, Clone, Args)]
+pub struct LimitArgs {
+    /// Connections open at once from one client address (IPv4 address or IPv6 /64), 0 = no limit.
+    /// The address is the socket's peer: with --accept-proxy-protocol that is the load balancer, not
+    /// the client in the PROXY header
+    #[arg(
+        long,
+        env = "WSBRIDGE_MAX_CONNECTIONS_PER_IP",
+        value_name = "N",
+        default_value = "0"
+    )]
+    pub max_connections_per_ip: usize,
+
+    /// New connections accepted per second on this listener, 0 = no limit (a token bucket with a
+    /// burst of N)
+    #[arg(
+        long,
+        env = "WSBRIDGE_ACCEPT_RATE",
+        value_name = "N",
+        default_value = "0"
+    )]
+    pub accept_rate: u32,
+}
+
+impl LimitArgs {
+    /// The listener's [`AcceptLimits`](crate::driver::AcceptLimits) (0 = off).
+    pub fn accept_limits(&self) -> crate::driver::AcceptLimits {
+        crate::driver::AcceptLimits {
+            per_ip: std::num::NonZeroUsize::new(self.max_connections_per_ip),
+            rate: std::num::NonZeroU32::new(self.accept_rate),
+        }
     }
 }
 
@@ -968,6 +1016,7 @@ pub fn listener_spec(command: &Command) -> Result<ListenerPlan, Failure> {
             let describe = format!("tls={tls} backend={}", Val(&cfg.backend.to_string()));
             let spec = ListenerSpec {
                 bind,
+                limits: args.limits.accept_limits(),
                 factory: args
                     .proxy
                     .wrap(Arc::new(Tcp2WsFactory(Arc::new(cfg))))
@@ -1003,6 +1052,7 @@ pub fn listener_spec(command: &Command) -> Result<ListenerPlan, Failure> {
             let describe = format!("tls={} {target}", cfg.server_tls.is_some());
             let spec = ListenerSpec {
                 bind,
+                limits: args.limits.accept_limits(),
                 factory: args
                     .proxy
                     .wrap(Arc::new(Ws2TcpFactory(Arc::new(cfg))))
@@ -1042,6 +1092,7 @@ pub fn listener_spec(command: &Command) -> Result<ListenerPlan, Failure> {
             );
             let spec = ListenerSpec {
                 bind,
+                limits: args.limits.accept_limits(),
                 factory: args
                     .proxy
                     .wrap(Arc::new(Ws2HttpFactory(Arc::new(cfg))))

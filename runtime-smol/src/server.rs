@@ -33,6 +33,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 const KILL_GRACE: Duration = Duration::from_millis(500);
 
 /// One listening socket and the factory of its sessions (any mode: the runtime knows none).
+///
+/// Only [`RuntimeOptions::max_connections`] limits it: the per-address and accept-rate limits
+/// (`--max-connections-per-ip`, `--accept-rate`) are enforced by the mio runtime only
+/// (`wsbridge_mio::driver::AcceptLimits`).
 #[derive(Clone)]
 pub struct ListenerSpec {
     /// Where to listen (port 0: any free port, see [`Server::local_addrs`]).

@@ -172,7 +172,7 @@ fn start_bound(
                 reuse_port: false,
             };
             let server =
-                Server::start(vec![ListenerSpec { bind, factory }], opts).expect("start bridge");
+                Server::start(vec![ListenerSpec::new(bind, factory)], opts).expect("start bridge");
             let addr = server.local_addrs()[0];
             Bridge {
                 inner: Some(Inner::Mio(server)),

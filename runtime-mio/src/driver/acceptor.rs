@@ -16,8 +16,9 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use super::event_loop::{Accepted, ListenerInfo, LoopHandle, Msg};
+use super::limits::TokenBucket;
 use crate::log::Val;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Refused};
 use crate::OsEntropy;
 
 /// The acceptor's waker (listener `i` has token `i`).
@@ -47,6 +48,9 @@ pub(crate) struct Acceptor {
     metrics: Metrics,
     /// The acceptor's shard of `metrics`.
     shard: usize,
+    /// Per listener: its `--accept-rate` bucket.
+    buckets: Vec<Option<TokenBucket>>,
+    warned_limit: Option<Instant>,
 }
 
 impl Acceptor {
@@ -65,6 +69,11 @@ impl Acceptor {
             poll.registry().register(l, Token(i), Interest::READABLE)?;
         }
         let waker = Arc::new(Waker::new(poll.registry(), STOP)?);
+        let now = Instant::now();
+        let buckets = infos
+            .iter()
+            .map(|i| i.rate.map(|r| TokenBucket::new(r, now)))
+            .collect();
         let acceptor = Acceptor {
             poll,
             listeners,
@@ -81,6 +90,8 @@ impl Acceptor {
             warned_accept: None,
             metrics,
             shard,
+            buckets,
+            warned_limit: None,
         };
         Ok((acceptor, waker))
     }
@@ -160,7 +171,13 @@ impl Acceptor {
         self.pending.push(i);
     }
 
-    /// Counts the connection, applies the limit and gives it to the next loop.
+    /// Counts the connection, applies the limits and gives it to the next loop.
+    ///
+    /// Checked in this order, the first that fails refuses the connection: `max_connections` (every
+    /// socket open), the listener's per-address limit (admitted connections from the socket's peer
+    /// address), its accept rate (a token taken only by a connection that passed the others). A refused
+    /// connection gets the factory's `over_capacity` session (WebSocket: Close 1013) or is closed at
+    /// once; it is counted in `wsbridge_over_capacity_total` and `wsbridge_refused_total{why}`.
     fn hand_off(&mut self, stream: TcpStream, peer: SocketAddr, i: usize) {
         let now = Instant::now();
         self.next_conn += 1;
@@ -170,20 +187,58 @@ impl Acceptor {
         counters.accepted.fetch_add(1, Ordering::Relaxed);
         let before = self.active.fetch_add(1, Ordering::Relaxed);
         let mut session = None;
-        if before >= self.max_connections {
+        let mut ip_slot = None;
+        let refused = if before >= self.max_connections {
+            Some(Refused::Capacity)
+        } else {
+            match &info.per_ip {
+                Some(table) => match table.try_acquire(peer.ip()) {
+                    Some(slot) => {
+                        ip_slot = Some(Box::new(slot));
+                        None
+                    }
+                    None => Some(Refused::PerIp),
+                },
+                None => None,
+            }
+        };
+        let refused = refused.or_else(|| {
+            let bucket = self.buckets[i].as_mut()?;
+            if bucket.try_take(now) {
+                None
+            } else {
+                ip_slot = None; // gives the address's slot back
+                Some(Refused::Rate)
+            }
+        });
+        if let Some(why) = refused {
             counters.over_capacity.fetch_add(1, Ordering::Relaxed);
-            if self.warned_full.is_none_or(|t| now >= t + WARN_EVERY) {
-                self.warned_full = Some(now);
-                crate::log!(
-                    Warn,
-                    "event=connection_limit_reached max_connections={}",
-                    self.max_connections
-                );
+            counters.refused_for(why);
+            let warned = match why {
+                Refused::Capacity => &mut self.warned_full,
+                Refused::PerIp | Refused::Rate => &mut self.warned_limit,
+            };
+            if warned.is_none_or(|t| now >= t + WARN_EVERY) {
+                *warned = Some(now);
+                match why {
+                    Refused::Capacity => crate::log!(
+                        Warn,
+                        "event=connection_limit_reached max_connections={}",
+                        self.max_connections
+                    ),
+                    _ => crate::log!(
+                        Warn,
+                        "event=connection_limit_reached listener={} limit={} peer={peer}",
+                        info.addr,
+                        why.label()
+                    ),
+                }
             }
             crate::log!(
                 Debug,
-                "mode={} conn={conn} peer={peer} event=over_capacity",
-                info.factory.mode()
+                "mode={} conn={conn} peer={peer} event=over_capacity limit={}",
+                info.factory.mode(),
+                why.label()
             );
             match info
                 .factory
@@ -205,6 +260,7 @@ impl Acceptor {
             conn,
             accepted_at: now,
             session,
+            ip_slot,
         });
         for _ in 0..self.loops.len() {
             let lp = &self.loops[self.next_loop % self.loops.len()];

@@ -47,6 +47,7 @@ use wsbridge_core::session::{
 };
 
 use super::directory::{Address, Directory};
+use super::limits::{IpSlot, PerIp};
 use super::resolver::Job;
 use super::slab::{Key, Slab, WAKER};
 use crate::io::{write_from, Outgoing, READ_CHUNK};
@@ -132,12 +133,19 @@ pub(crate) struct Accepted {
     pub accepted_at: Instant,
     /// The factory's over-capacity session, or `None` to make a normal one.
     pub session: Option<Box<dyn Session + Send>>,
+    /// The connection's slot in its listener's per-address count (freed when this is dropped; boxed
+    /// to keep [`Msg`] small).
+    pub ip_slot: Option<Box<IpSlot>>,
 }
 
 /// What every loop knows about a listener.
 pub(crate) struct ListenerInfo {
     pub factory: Arc<dyn SessionFactory>,
     pub addr: SocketAddr,
+    /// `--max-connections-per-ip`: the open connections per client address.
+    pub per_ip: Option<Arc<PerIp>>,
+    /// `--accept-rate`: new connections per second (the acceptor keeps the bucket).
+    pub rate: Option<std::num::NonZeroU32>,
 }
 
 /// How to reach a loop from another thread.
@@ -217,6 +225,8 @@ struct Entry {
     reported: Traffic,
     /// The handshake time was counted.
     established: bool,
+    /// Its per-address slot, freed when the entry is dropped at close.
+    _ip_slot: Option<Box<IpSlot>>,
 }
 
 /// A `handle_*` call a drain must make before it can finish.
@@ -559,6 +569,7 @@ impl EventLoop {
             conn,
             accepted_at,
             session,
+            ip_slot,
         } = a;
         let info = &self.listeners[listener];
         let counters = self.metrics.counters(self.index, listener);
@@ -600,6 +611,7 @@ impl EventLoop {
             results: VecDeque::new(),
             reported: Traffic::default(),
             established: false,
+            _ip_slot: ip_slot,
         }) {
             Ok(key) => key,
             Err(_) => {

@@ -20,7 +20,7 @@
 //! # fn demo(factory: Arc<dyn wsbridge_core::session::SessionFactory>) -> std::io::Result<()> {
 //! use wsbridge_mio::driver::{ListenerSpec, RuntimeOptions, Server};
 //! let server = Server::start(
-//!     vec![ListenerSpec { bind: "127.0.0.1:0".parse().unwrap(), factory }],
+//!     vec![ListenerSpec::new("127.0.0.1:0".parse().unwrap(), factory)],
 //!     RuntimeOptions::default(),
 //! )?;
 //! println!("listening on {:?}", server.local_addrs());
@@ -31,6 +31,7 @@
 mod acceptor;
 mod directory;
 mod event_loop;
+mod limits;
 mod resolver;
 mod slab;
 #[cfg(test)]
@@ -51,6 +52,7 @@ use crate::metrics::Metrics;
 use acceptor::Acceptor;
 use directory::Directory;
 use event_loop::{EventLoop, ListenerInfo, LoopHandle, Msg};
+pub use limits::AcceptLimits;
 
 /// Resolver threads per server.
 const RESOLVER_THREADS: usize = 2;
@@ -68,6 +70,20 @@ pub struct ListenerSpec {
     pub bind: SocketAddr,
     /// Makes a session per accepted connection.
     pub factory: Arc<dyn SessionFactory>,
+    /// Per-client-address and accept-rate limits of this listener (default: none). A connection over
+    /// one is treated like one over [`RuntimeOptions::max_connections`].
+    pub limits: AcceptLimits,
+}
+
+impl ListenerSpec {
+    /// A listener on `bind` with no limits besides [`RuntimeOptions::max_connections`].
+    pub fn new(bind: SocketAddr, factory: Arc<dyn SessionFactory>) -> ListenerSpec {
+        ListenerSpec {
+            bind,
+            factory,
+            limits: AcceptLimits::default(),
+        }
+    }
 }
 
 impl std::fmt::Debug for ListenerSpec {
@@ -75,6 +91,7 @@ impl std::fmt::Debug for ListenerSpec {
         f.debug_struct("ListenerSpec")
             .field("bind", &self.bind)
             .field("mode", &self.factory.mode())
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -146,6 +163,8 @@ impl Server {
             infos.push(ListenerInfo {
                 factory: spec.factory.clone(),
                 addr,
+                per_ip: spec.limits.per_ip.map(limits::PerIp::new),
+                rate: spec.limits.rate,
             });
         }
         let local_addrs = infos.iter().map(|i| i.addr).collect();

@@ -25,6 +25,8 @@ fn lone_loop(plan: &Plan) -> (EventLoop, LoopHandle, mpsc::Receiver<Job>) {
             busy: None,
         }),
         addr: "127.0.0.1:0".parse().unwrap(),
+        per_ip: None,
+        rate: None,
     }]
     .into();
     let (jobs, job_rx) = mpsc::channel();
@@ -59,6 +61,7 @@ fn adopt(
         conn: 1,
         accepted_at: Instant::now(),
         session,
+        ip_slot: None,
     })
     .expect("adopted");
     client
@@ -109,6 +112,7 @@ fn a_resolver_answer_for_an_earlier_session_in_the_slot_is_dropped() {
     for key in [stale, job.key] {
         let msg = super::event_loop::Msg::Resolved {
             key,
+            id: job.id,
             result: Err("nope".into()),
         };
         assert!(handle.send(msg).is_ok());

@@ -21,7 +21,9 @@
 //! - `wsbridge_handshake_seconds`: accept → the session established
 //!   ([`Session::established`](wsbridge_core::session::Session::established));
 //! - `wsbridge_connect_seconds`: a dial of the `Up` leg, start → connected;
-//! - `wsbridge_over_capacity_total`: accepted over `--max-connections`;
+//! - `wsbridge_over_capacity_total`: accepted over a limit (`--max-connections`,
+//!   `--max-connections-per-ip` or `--accept-rate`) and refused (Close 1013, or closed at once);
+//! - `wsbridge_refused_total{why}`: the same by limit, `why` one of `capacity`, `per_ip`, `rate`;
 //! - `wsbridge_draining` (no `listener` label): 1 once a graceful drain started.
 
 mod http;
@@ -83,6 +85,8 @@ impl Histogram {
 pub(crate) struct Counters {
     pub accepted: AtomicU64,
     pub over_capacity: AtomicU64,
+    /// By [`Refused`].
+    refused_by: [AtomicU64; 3],
     closed: [AtomicU64; REASONS.len()],
     /// `down_to_up`, `up_to_down`.
     bytes: [AtomicU64; 2],
@@ -104,6 +108,11 @@ impl Counters {
         self.closed[if shutdown { SHUTDOWN } else { INTERNAL }].fetch_add(1, Relaxed);
     }
 
+    /// A connection refused over `why` (also counted in `over_capacity` by the caller).
+    pub fn refused_for(&self, why: Refused) {
+        self.refused_by[why as usize].fetch_add(1, Relaxed);
+    }
+
     /// An over-capacity socket closed at once.
     pub fn refused(&self) {
         self.closed[POLICY].fetch_add(1, Relaxed);
@@ -120,6 +129,30 @@ impl Counters {
             self.bytes[1].fetch_add(down, Relaxed);
         }
         *reported = now;
+    }
+}
+
+/// Which limit refused a connection: the `why` label of `wsbridge_refused_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refused {
+    /// `--max-connections`.
+    Capacity = 0,
+    /// `--max-connections-per-ip`.
+    PerIp = 1,
+    /// `--accept-rate`.
+    Rate = 2,
+}
+
+impl Refused {
+    const ALL: [Refused; 3] = [Refused::Capacity, Refused::PerIp, Refused::Rate];
+
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refused::Capacity => "capacity",
+            Refused::PerIp => "per_ip",
+            Refused::Rate => "rate",
+        }
     }
 }
 
@@ -296,6 +329,24 @@ impl Metrics {
         for l in 0..n {
             let v = sum(l, &|c| c.over_capacity.load(Relaxed));
             let _ = writeln!(out, "wsbridge_over_capacity_total{{{}}} {v}", labels(l));
+        }
+
+        header(
+            &mut out,
+            "wsbridge_refused_total",
+            "counter",
+            "Connections refused over a limit, by limit (capacity, per_ip, rate).",
+        );
+        for l in 0..n {
+            for why in Refused::ALL {
+                let v = sum(l, &|c| c.refused_by[why as usize].load(Relaxed));
+                let _ = writeln!(
+                    out,
+                    "wsbridge_refused_total{{{},why=\"{}\"}} {v}",
+                    labels(l),
+                    why.label()
+                );
+            }
         }
 
         header(
