@@ -140,6 +140,12 @@ pub struct Traffic {
     pub down_to_up: u64,
     /// Payload bytes from the `Up` peer delivered towards `Down`.
     pub up_to_down: u64,
+    /// STARTTLS upgrades of the client connection that completed (`tcp2ws`).
+    pub starttls_ok: u64,
+    /// STARTTLS upgrades of the client connection that failed (`tcp2ws`).
+    pub starttls_failed: u64,
+    /// Pongs that did not come back in time (the session then ends).
+    pub heartbeat_misses: u64,
 }
 
 /// One bridged connection, driven by a runtime. See the module docs for the calling order.

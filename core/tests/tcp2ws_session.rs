@@ -406,6 +406,7 @@ fn heartbeat_pings_on_schedule_and_a_silent_backend_is_dropped_at_the_pong_deadl
     h.s.handle_timeout(h.now);
     assert!(h.s.is_finished());
     assert_eq!(h.s.end_reason(), Some(&EndReason::Timeout("backend pong")));
+    assert_eq!(h.s.traffic().heartbeat_misses, 1, "counted for the metrics");
 }
 
 #[test]

@@ -251,6 +251,7 @@ impl Tcp2WsSession {
     fn client_tls_failed(&mut self, why: String, now: Instant) {
         let starttls = matches!(self.client_tls, ClientTls::Handshaking { starttls: true });
         if starttls {
+            self.traffic.starttls_failed += 1;
             if let Some(ws) = self.ws() {
                 let _ = ws.send_text(Utf8Bytes::from(control::tls_failed(&why)));
             }
@@ -274,6 +275,7 @@ impl Tcp2WsSession {
         let info = self.down.tls.as_ref().and_then(|t| t.info());
         let sni = info.as_ref().and_then(|i| i.sni.clone());
         if starttls {
+            self.traffic.starttls_ok += 1;
             let (version, cipher) = info
                 .as_ref()
                 .map(|i| (i.version, i.cipher.clone()))
@@ -710,6 +712,7 @@ impl Session for Tcp2WsSession {
                 _ => None,
             };
             if self.heartbeat.on_timeout(ws, now) == Beat::Dead {
+                self.traffic.heartbeat_misses += 1;
                 self.close_backend(
                     CloseCode::GOING_AWAY,
                     "pong timeout",

@@ -678,6 +678,7 @@ impl Session for Ws2HttpSession {
             if self.ending == Ending::No
                 && self.heartbeat.on_timeout(self.front.ws(), now) == Beat::Dead
             {
+                self.traffic.heartbeat_misses += 1;
                 self.front.discard();
                 self.begin_end(EndReason::Timeout("client pong"), now);
             }

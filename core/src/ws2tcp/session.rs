@@ -912,6 +912,7 @@ impl Session for Ws2TcpSession {
         if self.ending == Ending::No
             && self.heartbeat.on_timeout(self.front.ws(), now) == Beat::Dead
         {
+            self.traffic.heartbeat_misses += 1;
             self.close_client(
                 CloseCode::GOING_AWAY,
                 "pong timeout",

@@ -860,6 +860,11 @@ impl EventLoop {
                 Interest::WRITABLE
             };
             if l.interest != Some(interest) {
+                if !wants && !l.connecting && !l.read_closed && l.interest.is_some() {
+                    // The session stopped reading an open leg: backpressure.
+                    let counters = self.metrics.counters(self.index, e.listener);
+                    counters.read_pauses.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Err(err) = registry.reregister(sock, key.token(leg), interest) {
                     self.close(key, Some(&format!("cannot register: {err}")));
                     return None;

@@ -24,6 +24,12 @@
 //! - `wsbridge_over_capacity_total`: accepted over a limit (`--max-connections`,
 //!   `--max-connections-per-ip` or `--accept-rate`) and refused (Close 1013, or closed at once);
 //! - `wsbridge_refused_total{why}`: the same by limit, `why` one of `capacity`, `per_ip`, `rate`;
+//! - `wsbridge_starttls_total{result}`: client STARTTLS upgrades, `ok` or `failed` (`tcp2ws`), and
+//!   `wsbridge_heartbeat_misses_total`: Pongs that did not come back in time — both from
+//!   [`Session::traffic`](wsbridge_core::session::Session::traffic), added as the bytes are;
+//! - `wsbridge_read_pauses_total`: times the driver stopped reading an open leg because the session
+//!   stopped wanting its bytes — backpressure: the queue towards the other side is full, or (ws2http) a
+//!   POST is in flight;
 //! - `wsbridge_draining` (no `listener` label): 1 once a graceful drain started.
 
 mod http;
@@ -90,6 +96,10 @@ pub(crate) struct Counters {
     closed: [AtomicU64; REASONS.len()],
     /// `down_to_up`, `up_to_down`.
     bytes: [AtomicU64; 2],
+    /// STARTTLS `ok`, `failed`.
+    starttls: [AtomicU64; 2],
+    heartbeat_misses: AtomicU64,
+    pub read_pauses: AtomicU64,
     pub handshake: Histogram,
     pub connect: Histogram,
 }
@@ -120,14 +130,25 @@ impl Counters {
 
     /// Adds what a session relayed since `reported`, and moves `reported` up to `now`.
     pub fn traffic(&self, reported: &mut Traffic, now: Traffic) {
-        let up = now.down_to_up.saturating_sub(reported.down_to_up);
-        let down = now.up_to_down.saturating_sub(reported.up_to_down);
-        if up > 0 {
-            self.bytes[0].fetch_add(up, Relaxed);
-        }
-        if down > 0 {
-            self.bytes[1].fetch_add(down, Relaxed);
-        }
+        let add = |counter: &AtomicU64, now: u64, before: u64| {
+            let n = now.saturating_sub(before);
+            if n > 0 {
+                counter.fetch_add(n, Relaxed);
+            }
+        };
+        add(&self.bytes[0], now.down_to_up, reported.down_to_up);
+        add(&self.bytes[1], now.up_to_down, reported.up_to_down);
+        add(&self.starttls[0], now.starttls_ok, reported.starttls_ok);
+        add(
+            &self.starttls[1],
+            now.starttls_failed,
+            reported.starttls_failed,
+        );
+        add(
+            &self.heartbeat_misses,
+            now.heartbeat_misses,
+            reported.heartbeat_misses,
+        );
         *reported = now;
     }
 }
@@ -298,6 +319,42 @@ impl Metrics {
 
         header(
             &mut out,
+            "wsbridge_starttls_total",
+            "counter",
+            "Client STARTTLS upgrades, by result.",
+        );
+        for l in 0..n {
+            for (i, result) in ["ok", "failed"].iter().enumerate() {
+                let v = sum(l, &|c| c.starttls[i].load(Relaxed));
+                let _ = writeln!(
+                    out,
+                    "wsbridge_starttls_total{{{},result=\"{result}\"}} {v}",
+                    labels(l)
+                );
+            }
+        }
+
+        for (name, help, get) in [
+            (
+                "wsbridge_heartbeat_misses_total",
+                "Pongs that did not come back in time (the connection was then closed).",
+                (|c: &Counters| c.heartbeat_misses.load(Relaxed)) as fn(&Counters) -> u64,
+            ),
+            (
+                "wsbridge_read_pauses_total",
+                "Times an open leg stopped being read for backpressure (a full queue, a POST in flight).",
+                |c: &Counters| c.read_pauses.load(Relaxed),
+            ),
+        ] {
+            header(&mut out, name, "counter", help);
+            for l in 0..n {
+                let v = sum(l, &get);
+                let _ = writeln!(out, "{name}{{{}}} {v}", labels(l));
+            }
+        }
+
+        header(
+            &mut out,
             "wsbridge_handshake_seconds",
             "histogram",
             "Time from accept to the session being established.",
@@ -431,9 +488,19 @@ mod tests {
         let now = Traffic {
             down_to_up: 5,
             up_to_down: 7,
+            starttls_ok: 1,
+            starttls_failed: 0,
+            heartbeat_misses: 0,
         };
         m.counters(0, 0).traffic(&mut seen, now);
         m.counters(0, 0).traffic(&mut seen, now); // nothing new
+        let later = Traffic {
+            starttls_failed: 1,
+            heartbeat_misses: 1,
+            ..now
+        };
+        m.counters(1, 0).traffic(&mut Traffic::default(), later);
+        m.counters(1, 0).read_pauses.fetch_add(2, Relaxed);
         m.counters(0, 0).handshake.observe(Duration::from_millis(3));
         m.counters(1, 0).handshake.observe(Duration::from_secs(60));
         let text = m.render();
@@ -443,8 +510,13 @@ mod tests {
             format!("wsbridge_connections_active{{{l}}} 1"),
             format!("wsbridge_connections_closed_total{{{l},reason=\"normal\"}} 1"),
             format!("wsbridge_connections_closed_total{{{l},reason=\"internal\"}} 1"),
-            format!("wsbridge_bytes_total{{{l},direction=\"down_to_up\"}} 5"),
-            format!("wsbridge_bytes_total{{{l},direction=\"up_to_down\"}} 7"),
+            format!("wsbridge_bytes_total{{{l},direction=\"down_to_up\"}} 10"),
+            format!("wsbridge_bytes_total{{{l},direction=\"up_to_down\"}} 14"),
+            format!("wsbridge_starttls_total{{{l},result=\"ok\"}} 2"),
+            format!("wsbridge_starttls_total{{{l},result=\"failed\"}} 1"),
+            format!("wsbridge_heartbeat_misses_total{{{l}}} 1"),
+            format!("wsbridge_read_pauses_total{{{l}}} 2"),
+            "# TYPE wsbridge_read_pauses_total counter".into(),
             format!("wsbridge_handshake_seconds_bucket{{{l},le=\"0.0025\"}} 0"),
             format!("wsbridge_handshake_seconds_bucket{{{l},le=\"0.005\"}} 1"),
             format!("wsbridge_handshake_seconds_bucket{{{l},le=\"10\"}} 1"),
