@@ -206,6 +206,12 @@ pub trait Session {
     /// `ws2tcp`: the target connected; `ws2http`: the client's 101) — or `None` if it has not (yet) or
     /// never will (an over-capacity answer). For the handshake-time metric; it never changes once set.
     fn established(&self) -> Option<Instant>;
+
+    /// The client's address when it is not the accepted socket's peer: the source a PROXY protocol
+    /// header named ([`crate::proxy::ProxyProtocol`]), once read. Runtimes log it as the peer.
+    fn client(&self) -> Option<SocketAddr> {
+        None
+    }
 }
 
 /// Makes the sessions of one listener. A runtime holds one per listener and knows nothing of modes.

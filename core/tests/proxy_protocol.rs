@@ -508,6 +508,11 @@ fn the_mode_session_gets_the_header_address_the_accept_instant_the_id_and_the_re
     ]
     .concat();
     let t1 = t0 + Duration::from_millis(30);
+    assert_eq!(
+        s.client(),
+        None,
+        "no header yet: the socket's peer is the client"
+    );
     for (i, b) in stream.iter().enumerate() {
         s.handle_input(Leg::Down, BytesMut::from(&[*b][..]), t1);
         let made = seen.lock().unwrap().len();
@@ -515,6 +520,11 @@ fn the_mode_session_gets_the_header_address_the_accept_instant_the_id_and_the_re
     }
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen, vec![(sa("198.51.100.9:6000"), t0, b"hello".to_vec())]);
+    assert_eq!(
+        s.client(),
+        Some(sa("198.51.100.9:6000")),
+        "what the runtime logs"
+    );
     assert_eq!(
         s.connection_id(),
         want_id,
@@ -537,6 +547,7 @@ fn local_and_unknown_keep_the_socket_peer() {
         s.handle_input(Leg::Down, BytesMut::from(&header[..]), epoch());
         assert_eq!(seen.lock().unwrap()[0].0, sa(SOCKET_PEER));
         assert_eq!(seen.lock().unwrap()[0].2, b"");
+        assert_eq!(s.client(), None);
     }
 }
 

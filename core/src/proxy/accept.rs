@@ -158,6 +158,8 @@ pub struct ProxySession<F: ?Sized> {
     state: State<F>,
     id: String,
     peer: SocketAddr,
+    /// The client the header named (`None`: not read yet, or LOCAL/UNKNOWN).
+    client: Option<SocketAddr>,
     accepted: Instant,
 }
 
@@ -177,6 +179,7 @@ impl<F: SessionFactory + ?Sized> ProxySession<F> {
             },
             id,
             peer,
+            client: None,
             accepted: now,
         }
     }
@@ -215,6 +218,7 @@ impl<F: SessionFactory + ?Sized> ProxySession<F> {
             Err(e) => return self.header_error(e),
         };
         let peer = header.source().unwrap_or(self.peer);
+        self.client = header.source();
         let State::Header { next, .. } =
             std::mem::replace(&mut self.state, State::Refused(EndReason::Normal))
         else {
@@ -384,5 +388,9 @@ impl<F: SessionFactory + ?Sized> Session for ProxySession<F> {
             State::Inner(s) => s.established(),
             _ => None,
         }
+    }
+
+    fn client(&self) -> Option<SocketAddr> {
+        self.client
     }
 }

@@ -1074,7 +1074,7 @@ impl EventLoop {
             "mode={} conn={} peer={} event=closed reason={} down_to_up={} up_to_down={} duration_ms={}",
             self.listeners[e.listener].factory.mode(),
             e.session.connection_id(),
-            e.peer,
+            e.session.client().unwrap_or(e.peer),
             Val(&reason),
             t.down_to_up,
             t.up_to_down,
