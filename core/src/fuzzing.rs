@@ -781,7 +781,10 @@ impl Session {
                         let closed = self.ws.is_closed() && self.ws.poll_timeout().is_none();
                         let rearmed =
                             self.ws.poll_timeout() == Some(self.now + self.config.close_timeout);
-                        assert!(closed || rearmed, "a due deadline neither closed nor re-armed");
+                        assert!(
+                            closed || rearmed,
+                            "a due deadline neither closed nor re-armed"
+                        );
                     } else {
                         assert_eq!(self.ws.poll_timeout(), deadline);
                     }
