@@ -99,7 +99,8 @@ fn ws2http_session_corpus() {
 
 #[test]
 fn control_json_corpus() {
-    replay("control_json", fuzzing::control_json);
+    let start = epoch();
+    replay("control_json", |data| fuzzing::control_json(data, start));
 }
 
 #[test]

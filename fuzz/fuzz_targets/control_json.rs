@@ -3,6 +3,8 @@
 //! The body and the input format: `wsbridge_core::fuzzing::control_json`.
 #![no_main]
 
+use std::time::Instant;
+
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| wsbridge_core::fuzzing::control_json(data));
+fuzz_target!(|data: &[u8]| wsbridge_core::fuzzing::control_json(data, Instant::now()));

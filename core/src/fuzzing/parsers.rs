@@ -26,7 +26,8 @@ use crate::ws2tcp::protocol::{self as ws2tcp, Handshake, TunnelControl};
 
 /// The `control_json` target: byte 0 picks the message kind, the rest is the text (lossily UTF-8).
 /// Parsing never panics; what parses re-encodes to what parses the same; what we encode parses.
-pub fn control_json(data: &[u8]) {
+/// `now` is any instant (the ws2http upgrade session needs one; nothing waits).
+pub fn control_json(data: &[u8], now: Instant) {
     let [which, rest @ ..] = data else {
         return;
     };
@@ -36,7 +37,7 @@ pub fn control_json(data: &[u8]) {
         1 => ws2tcp_handshake(&text),
         2 => tunnel_control(&text, rest),
         3 => urls(&text),
-        4 => ws2http_upgrade(rest),
+        4 => ws2http_upgrade(rest, now),
         _ => ws2http_misc(&text, rest),
     }
 }
@@ -193,7 +194,7 @@ fn form_encode(s: &str) -> String {
 /// A `ws2http` upgrade with the input as its query and (after a NUL) an on-frame header value: the
 /// session answers 101 exactly when the on-frame and on-disconnect URLs it extracts (query first, then
 /// the headers) parse and are allow-listed, and only then registers.
-fn ws2http_upgrade(raw: &[u8]) {
+fn ws2http_upgrade(raw: &[u8], now: Instant) {
     let (query, header) = match raw.iter().position(|&b| b == 0) {
         Some(i) => (&raw[..i], Some(&raw[i + 1..])),
         None => (raw, None),
@@ -247,8 +248,6 @@ fn ws2http_upgrade(raw: &[u8]) {
     let mut cfg = Ws2HttpConfig::new(Ws2HttpConfig::DEFAULT_LISTEN);
     cfg.allowlist = allowlist;
     let factory = Ws2HttpFactory(Arc::new(cfg));
-    #[allow(clippy::disallowed_methods)] // any instant: nothing here waits
-    let now = Instant::now();
     let mut s = factory.session(
         "203.0.113.7:5".parse().expect("an address"),
         Box::new(CounterEntropy(1)),
