@@ -205,6 +205,21 @@ impl Tcp2WsSession {
         self.end_with(end, now);
     }
 
+    /// Sends the backend its Close but keeps relaying its tail to the client until the backend's Close
+    /// (the client's write side stays open, unless a backend `eof` already shut it for good: the
+    /// runtime may have sent that FIN, so it must stay — a fuzz finding).
+    fn close_backend_keep_tail(
+        &mut self,
+        code: CloseCode,
+        reason: &str,
+        end: EndReason,
+        now: Instant,
+    ) {
+        let backend_eof = self.down_write_closed;
+        self.close_backend(code, reason, end, now);
+        self.down_write_closed = backend_eof;
+    }
+
     /// Bytes moved: an ending session keeps flushing.
     fn progress(&mut self) {
         if let Ending::Flushing(wait) = &mut self.ending {
@@ -320,14 +335,12 @@ impl Tcp2WsSession {
     /// Maps the client's FIN to the backend as `--half-close` says.
     fn apply_client_eof(&mut self, now: Instant) {
         match self.cfg.half_close {
-            HalfClose::Close => {
-                // A backend `eof` shut the client's write side for good: the runtime may have sent
-                // the FIN already, so that must stay (fuzz finding: data queued after the FIN).
-                let backend_eof = self.down_write_closed;
-                self.close_backend(CloseCode::NORMAL, "client closed", EndReason::Normal, now);
-                // Keep relaying the backend's tail to the client until its Close.
-                self.down_write_closed = backend_eof;
-            }
+            HalfClose::Close => self.close_backend_keep_tail(
+                CloseCode::NORMAL,
+                "client closed",
+                EndReason::Normal,
+                now,
+            ),
             HalfClose::Eof => {
                 if let Some(ws) = self.ws() {
                     let _ = ws.send_text(Utf8Bytes::from(control::eof()));
@@ -731,16 +744,12 @@ impl Session for Tcp2WsSession {
     fn handle_shutdown(&mut self, now: Instant) {
         if self.ending == Ending::No {
             if self.hello_sent {
-                // A backend `eof` shut the client's write side for good (its FIN may be out).
-                let backend_eof = self.down_write_closed;
-                self.close_backend(
+                self.close_backend_keep_tail(
                     CloseCode::GOING_AWAY,
                     "server going away",
                     EndReason::Shutdown,
                     now,
                 );
-                // Else open until the backend's Close (see `end_with`).
-                self.down_write_closed = backend_eof;
             } else {
                 self.up = Up::Gone;
                 self.upwire.discard();
