@@ -8,7 +8,8 @@
 //! 2. it writes them with `write_vectored`;
 //! 3. [`OutQueue::advance`] drops what the kernel took (a short write just leaves the rest in place).
 //!
-//! The queue holds shared [`Bytes`], so queuing a payload that was read from another socket copies nothing.
+//! The queue holds shared [`Bytes`], so queuing a payload that was read from another socket copies nothing,
+//! and it holds no memory of its own while it is empty (an idle connection keeps no queue).
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
@@ -106,9 +107,19 @@ impl OutQueue {
     ///
     /// # Panics
     /// If `n` exceeds [`OutQueue::len`]: the driver wrote bytes it was not given.
-    pub fn advance(&mut self, mut n: usize) {
+    /// Once nothing is left, the lanes' memory is released.
+    pub fn advance(&mut self, n: usize) {
         assert!(n <= self.len, "advance past the end of the queue");
         self.len -= n;
+        self.drop_front(n);
+        if self.len == 0 {
+            self.control = VecDeque::new();
+            self.data = VecDeque::new();
+        }
+    }
+
+    /// Drops the first `n` bytes in wire order from the lanes.
+    fn drop_front(&mut self, mut n: usize) {
         while n > 0 {
             if self.data_started || self.control.is_empty() {
                 let Some(piece) = self.data.front_mut() else {
@@ -180,6 +191,23 @@ mod tests {
         q.push_control(Bytes::from_static(b"<c>"));
         let rest = drain(&mut q, &[100]);
         assert_eq!(rest, b"1p1]<c>[d2]");
+    }
+
+    #[test]
+    fn a_drained_queue_releases_its_lanes() {
+        let mut q = OutQueue::new();
+        q.push_data(Bytes::from_static(b"[d1]"), true);
+        q.push_control(Bytes::from_static(b"<c>"));
+        q.advance(5);
+        assert!(q.data.capacity() > 0, "still writing");
+        q.advance(2);
+        assert_eq!((q.data.capacity(), q.control.capacity()), (0, 0));
+        // A frame that is not finished still keeps control frames out once drained.
+        q.push_data(Bytes::from_static(b"[h"), false);
+        q.advance(2);
+        q.push_control(Bytes::from_static(b"<c>"));
+        q.push_data(Bytes::from_static(b"p]"), true);
+        assert_eq!(q.front(), b"p]");
     }
 
     #[test]
