@@ -178,6 +178,8 @@ pub struct WebSocket {
     rx_next: BytesMut,
     peer_eof: bool,
     out: OutQueue,
+    /// The block frame headers (and small frames) are carved from; dropped when `out` drains, so an
+    /// idle connection keeps none.
     arena: BytesMut,
     outgoing: Outgoing,
     state: CloseState,
@@ -308,20 +310,16 @@ impl WebSocket {
         }
     }
 
-    /// Waiting for input: a view into a large read buffer must not keep the whole buffer alive while the
-    /// connection idles. An empty view is dropped; a small leftover (a partial header or control frame,
-    /// at most [`SEAM`] bytes) is copied out of the read buffer, which is then freed with the last view.
+    /// Waiting for input: a view into a read buffer must not keep the buffer alive while the connection
+    /// idles. An empty view is dropped (however small the buffer: the view still shares it); a small
+    /// leftover of a large buffer (a partial header or control frame, at most [`SEAM`] bytes) is copied
+    /// out of it, and the buffer is then freed with the last view.
     fn release_read_buffer(&mut self) {
-        if self.rx.capacity() <= 2 * SEAM {
-            return;
+        if self.rx.is_empty() {
+            self.rx = BytesMut::new();
+        } else if self.rx.capacity() > 2 * SEAM && self.rx.len() <= SEAM {
+            self.rx = BytesMut::from(&self.rx[..]);
         }
-        self.rx = if self.rx.is_empty() {
-            BytesMut::new()
-        } else if self.rx.len() <= SEAM {
-            BytesMut::from(&self.rx[..])
-        } else {
-            return;
-        };
     }
 
     fn on_decoded(&mut self, item: Decoded) -> Event {
@@ -412,9 +410,13 @@ impl WebSocket {
         self.out.slices(dst)
     }
 
-    /// The transport took the first `n` bytes of what [`WebSocket::slices`] offered.
+    /// The transport took the first `n` bytes of what [`WebSocket::slices`] offered. Once nothing is
+    /// left to write, the arena block the frames were carved from is released with them.
     pub fn advance(&mut self, n: usize) {
-        self.out.advance(n)
+        self.out.advance(n);
+        if self.out.is_empty() {
+            self.arena = BytesMut::new();
+        }
     }
 
     /// The close handshake is over (or the connection failed or dropped). Once nothing is left to write,
@@ -535,5 +537,31 @@ impl WebSocket {
             }
         };
         self.out.push_data(payload, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_connection_keeps_no_buffer_once_drained() {
+        let mut ws = WebSocket::new(Role::Server, &WsConfig::default());
+        // A masked Binary frame "hi" read in a buffer of its own, as a runtime hands over small reads.
+        let key = [1, 2, 3, 4];
+        let mut frame = BytesMut::from(&[0x82, 0x82, 1, 2, 3, 4, b'h', b'i'][..]);
+        apply_mask(&mut frame[6..], key, 0);
+        ws.handle_input(frame);
+        assert!(matches!(ws.poll_event(), Some(Event::Binary { .. })));
+        assert_eq!(ws.poll_event(), None);
+        assert_eq!(ws.rx.capacity(), 0, "the read's buffer is let go");
+
+        ws.send_binary(Bytes::from_static(b"hello"), true).unwrap();
+        assert!(ws.arena.capacity() > 0);
+        let n = ws.buffered_amount();
+        ws.advance(n - 1);
+        assert!(ws.arena.capacity() > 0, "still writing");
+        ws.advance(1);
+        assert_eq!(ws.arena.capacity(), 0, "the arena goes with the last frame");
     }
 }
