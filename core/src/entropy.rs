@@ -61,6 +61,8 @@ pub use os::OsEntropy;
 /// [`OsEntropy`]: the core's [`Entropy`] from the operating system's CSPRNG (feature `os-entropy`).
 #[cfg(feature = "os-entropy")]
 mod os {
+    use std::cell::RefCell;
+
     use super::Entropy;
 
     /// Bytes fetched from the OS per system call.
@@ -69,26 +71,40 @@ mod os {
     /// Unpredictable bytes from the OS CSPRNG (`getrandom(2)` on Linux), fetched `POOL` (256) bytes
     /// per system call so that a client masking many small frames does not make one syscall per frame.
     ///
-    /// Every byte is handed out at most once. Requests larger than the pool are filled straight from
-    /// the OS. The pool lives in process memory, so the bytes are as secret as the process (fine for
-    /// masking keys and handshake nonces, which the peer sees anyway).
+    /// The pool is the thread's, shared by every `OsEntropy` used on it: a source is a zero-sized handle,
+    /// so a connection that keeps one (a client masking its frames) costs no memory for it. Every byte
+    /// is handed out at most once. Requests larger than the pool are filled straight from the OS. The
+    /// pool lives in process memory, so the bytes are as secret as the process (fine for masking keys
+    /// and handshake nonces, which the peer sees anyway).
     ///
     /// # Panics
     /// If the OS cannot provide randomness (no `getrandom(2)` and no `/dev/urandom`): there is no safe
     /// fallback for masking keys, and such a system cannot run a WebSocket client correctly.
     pub struct OsEntropy {
-        pool: [u8; POOL],
-        /// `pool[pos..]` is unused.
+        _handle: (),
+    }
+
+    /// A thread's pool of bytes from the OS.
+    struct Pool {
+        bytes: [u8; POOL],
+        /// `bytes[pos..]` is unused.
         pos: usize,
     }
 
-    impl OsEntropy {
-        /// An empty source; the first request fetches from the OS.
-        pub fn new() -> Self {
-            OsEntropy {
-                pool: [0; POOL],
+    thread_local! {
+        static THREAD_POOL: RefCell<Pool> = const {
+            RefCell::new(Pool {
+                bytes: [0; POOL],
                 pos: POOL,
-            }
+            })
+        };
+    }
+
+    impl OsEntropy {
+        /// A source drawing on the calling thread's pool; the first request on a thread fetches from
+        /// the OS.
+        pub fn new() -> Self {
+            OsEntropy { _handle: () }
         }
     }
 
@@ -111,25 +127,31 @@ mod os {
         }
     }
 
-    impl Entropy for OsEntropy {
+    impl Pool {
         fn fill(&mut self, mut dest: &mut [u8]) {
-            if dest.len() > POOL {
-                os_fill(dest);
-                return;
-            }
             while !dest.is_empty() {
                 if self.pos == POOL {
-                    os_fill(&mut self.pool);
+                    os_fill(&mut self.bytes);
                     self.pos = 0;
                 }
                 let n = dest.len().min(POOL - self.pos);
                 let (head, rest) = dest.split_at_mut(n);
-                head.copy_from_slice(&self.pool[self.pos..self.pos + n]);
+                head.copy_from_slice(&self.bytes[self.pos..self.pos + n]);
                 // Used bytes are wiped so they cannot be handed out again or read back later.
-                self.pool[self.pos..self.pos + n].fill(0);
+                self.bytes[self.pos..self.pos + n].fill(0);
                 self.pos += n;
                 dest = rest;
             }
+        }
+    }
+
+    impl Entropy for OsEntropy {
+        fn fill(&mut self, dest: &mut [u8]) {
+            if dest.len() > POOL {
+                os_fill(dest);
+                return;
+            }
+            THREAD_POOL.with_borrow_mut(|pool| pool.fill(dest));
         }
     }
 
@@ -153,6 +175,16 @@ mod os {
             }
             let keys: std::collections::HashSet<[u8; 4]> = (0..200).map(|_| e.key4()).collect();
             assert!(keys.len() > 190, "masking keys repeat: {}", keys.len());
+        }
+
+        #[test]
+        fn sources_share_the_thread_pool_and_cost_nothing_each() {
+            assert_eq!(std::mem::size_of::<OsEntropy>(), 0);
+            let (mut a, mut b) = (OsEntropy::new(), OsEntropy::new());
+            let (mut x, mut y) = ([0u8; 16], [0u8; 16]);
+            a.fill(&mut x);
+            b.fill(&mut y);
+            assert_ne!(x, y, "two sources handed out the same bytes");
         }
     }
 }
