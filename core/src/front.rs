@@ -34,8 +34,9 @@ pub(crate) struct Rules<'a> {
 
 /// Where the leg is.
 pub(crate) enum FrontState {
-    /// Reading the upgrade request (through TLS, if on).
-    Head(HeadReader),
+    /// Reading the upgrade request (through TLS, if on). Boxed: the established leg keeps only
+    /// [`FrontState::Open`].
+    Head(Box<HeadReader>),
     /// A request head was handed to the owner, which has not decided yet (deferred mode).
     Held,
     /// The WebSocket is open (or closing).
@@ -78,7 +79,7 @@ impl Front {
     pub(crate) fn new(tls: Option<Box<dyn TlsSession>>, ws: &WsConfig) -> Front {
         Front {
             wire: Wire::with_tls(tls),
-            state: FrontState::Head(HeadReader::new(ws.max_head_size, ws.max_headers)),
+            state: FrontState::Head(Box::new(HeadReader::new(ws.max_head_size, ws.max_headers))),
             close_notified: false,
             tls_eof: false,
         }
@@ -188,7 +189,7 @@ impl Front {
     /// EOF. The TLS layer reads nothing after a close_notify, so the socket's FIN would never be seen;
     /// the owner handles this like [`Session::handle_eof`].
     pub(crate) fn take_tls_eof(&mut self) -> bool {
-        if self.tls_eof || !self.wire.tls.as_ref().is_some_and(|t| t.peer_closed()) {
+        if self.tls_eof || !self.wire.tls().is_some_and(|t| t.peer_closed()) {
             return false;
         }
         self.tls_eof = true;

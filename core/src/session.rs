@@ -16,6 +16,7 @@
 //! [`Session::handle_eof`]; a socket error to [`Session::handle_io_error`]. A runtime holds no protocol
 //! logic: it never looks inside the bytes.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::IoSlice;
 use std::net::SocketAddr;
@@ -263,6 +264,16 @@ pub fn listen_error(addr: SocketAddr, e: &std::io::Error) -> std::io::Error {
     std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
 }
 
+/// The next of a session's queued actions, for [`Session::poll_action`]. The queue's memory is released
+/// once it is empty: the runtime drains it after every input, so an idle session holds none.
+pub(crate) fn pop_action(actions: &mut VecDeque<Action>) -> Option<Action> {
+    let action = actions.pop_front();
+    if actions.is_empty() {
+        *actions = VecDeque::new();
+    }
+    action
+}
+
 /// Reads smaller than this are copied out of a runtime's read buffer instead of split off it.
 pub const SMALL_READ: usize = 4 << 10;
 
@@ -357,6 +368,18 @@ mod tests {
             e.to_string().starts_with("cannot listen on 127.0.0.1:80: "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_action_queue_is_released_once_drained() {
+        let mut actions = VecDeque::new();
+        let connect = |port| Action::Connect(SocketAddr::from(([127, 0, 0, 1], port)));
+        actions.extend([connect(1), connect(2)]);
+        assert_eq!(pop_action(&mut actions), Some(connect(1)));
+        assert!(actions.capacity() > 0);
+        assert_eq!(pop_action(&mut actions), Some(connect(2)));
+        assert_eq!(actions.capacity(), 0);
+        assert_eq!(pop_action(&mut actions), None);
     }
 
     #[test]

@@ -22,13 +22,10 @@ pub(crate) const TLS_PUMP: usize = 16 << 10;
 
 /// One socket's byte layer: plain, or a TLS session between the socket and the protocol.
 pub(crate) struct Wire {
-    pub(crate) tls: Option<Box<dyn TlsSession>>,
+    /// The TLS layer and what waits for it (boxed: a plain wire keeps only a null pointer).
+    tls: Option<Box<TlsLayer>>,
     /// Bytes for the socket (ciphertext when TLS is on).
     pub(crate) out: OutQueue,
-    /// Plaintext the TLS layer has not accepted yet (it takes a bounded amount, and nothing while it
-    /// handshakes past its limit). Never dropped: it goes in as the layer drains.
-    held: VecDeque<Bytes>,
-    held_len: usize,
     /// A close_notify goes out once the held plaintext is in.
     closing: bool,
     /// [`Wire::seal`] was called: once the held plaintext is in, nothing more is queued.
@@ -38,13 +35,20 @@ pub(crate) struct Wire {
     sealed: bool,
 }
 
+/// A TLS session between the socket and the protocol.
+struct TlsLayer {
+    session: Box<dyn TlsSession>,
+    /// Plaintext the TLS session has not accepted yet (it takes a bounded amount, and nothing while it
+    /// handshakes past its limit). Never dropped: it goes in as the session drains.
+    held: VecDeque<Bytes>,
+    held_len: usize,
+}
+
 impl Wire {
     pub(crate) fn plain() -> Self {
         Wire {
             tls: None,
             out: OutQueue::new(),
-            held: VecDeque::new(),
-            held_len: 0,
             closing: false,
             sealing: false,
             sealed: false,
@@ -54,41 +58,71 @@ impl Wire {
     /// A wire with `tls` between the socket and the protocol (its first flight, if any, is queued).
     pub(crate) fn with_tls(tls: Option<Box<dyn TlsSession>>) -> Self {
         let mut w = Wire::plain();
-        w.tls = tls;
+        if let Some(tls) = tls {
+            w.set_tls(tls);
+        }
         w.flush();
         w
     }
 
+    /// Puts `tls` between the socket and the protocol from now on. What is queued stays queued; the
+    /// first flight is queued at the next [`Wire::flush`].
+    pub(crate) fn set_tls(&mut self, tls: Box<dyn TlsSession>) {
+        match &mut self.tls {
+            Some(layer) => layer.session = tls,
+            None => {
+                self.tls = Some(Box::new(TlsLayer {
+                    session: tls,
+                    held: VecDeque::new(),
+                    held_len: 0,
+                }))
+            }
+        }
+    }
+
+    /// The TLS session, if on.
+    pub(crate) fn tls(&self) -> Option<&dyn TlsSession> {
+        self.tls.as_ref().map(|layer| &*layer.session)
+    }
+
     /// Bytes queued towards the peer, in any form.
     pub(crate) fn queued(&self) -> usize {
-        self.out.len() + self.held_len
+        self.out.len() + self.tls.as_ref().map_or(0, |layer| layer.held_len)
     }
 
     /// Queues plaintext for the peer, encrypting it if TLS is on.
     pub(crate) fn send(&mut self, data: Bytes) {
-        if self.tls.is_none() {
+        let Some(layer) = &mut self.tls else {
             self.out.push_data(data, true);
             return;
-        }
-        self.held_len += data.len();
-        self.held.push_back(data);
+        };
+        layer.held_len += data.len();
+        layer.held.push_back(data);
         self.flush();
     }
 
     /// Feeds held plaintext to the TLS layer and moves its ciphertext into the socket queue.
     pub(crate) fn flush(&mut self) {
-        let Some(tls) = &mut self.tls else { return };
-        while let Some(front) = self.held.front_mut() {
+        let Some(layer) = &mut self.tls else { return };
+        let TlsLayer {
+            session: tls,
+            held,
+            held_len,
+        } = &mut **layer;
+        while let Some(front) = held.front_mut() {
             let n = tls.write_plaintext(front);
-            self.held_len -= n;
+            *held_len -= n;
             if n < front.len() {
                 let _ = front.split_to(n);
                 break;
             }
-            self.held.pop_front();
+            held.pop_front();
+        }
+        if held.is_empty() {
+            *held = VecDeque::new();
         }
         if std::mem::take(&mut self.closing) {
-            if self.held_len == 0 {
+            if *held_len == 0 {
                 tls.send_close_notify();
             } else {
                 self.closing = true;
@@ -99,7 +133,7 @@ impl Wire {
                 self.out.push_data(c, true);
             }
         }
-        self.sealed |= self.sealing && self.held_len == 0;
+        self.sealed |= self.sealing && *held_len == 0;
     }
 
     /// No more plaintext will be sent: with TLS, a close_notify follows what is held.
@@ -124,33 +158,40 @@ impl Wire {
     /// The peer is gone: drop everything queued for it.
     pub(crate) fn discard(&mut self) {
         self.out = OutQueue::new();
-        self.held.clear();
-        self.held_len = 0;
+        if let Some(layer) = &mut self.tls {
+            layer.held = VecDeque::new();
+            layer.held_len = 0;
+        }
     }
 
     /// TLS is on and still handshaking.
     pub(crate) fn handshaking(&self) -> bool {
-        self.tls.as_ref().is_some_and(|t| t.is_handshaking())
+        self.tls().is_some_and(|t| t.is_handshaking())
     }
 
     /// Whether the TLS layer (if any) takes more ciphertext now.
     pub(crate) fn wants_read(&self) -> bool {
-        self.tls.as_ref().is_none_or(|t| t.wants_read())
+        self.tls().is_none_or(|t| t.wants_read())
     }
 
     /// Feeds bytes read from the socket; returns the plaintext they carried.
     pub(crate) fn receive(&mut self, data: BytesMut) -> Result<Option<BytesMut>, String> {
-        let Some(tls) = &mut self.tls else {
+        let Some(layer) = &mut self.tls else {
             return Ok(Some(data));
         };
-        let result = tls.handle_ciphertext(&data).map_err(|e| e.to_string());
+        let result = layer
+            .session
+            .handle_ciphertext(&data)
+            .map_err(|e| e.to_string());
         self.flush();
         result?;
-        let Some(tls) = &mut self.tls else {
+        let Some(layer) = &mut self.tls else {
             return Ok(None);
         };
         let mut plain = BytesMut::new();
-        tls.read_plaintext(&mut plain, usize::MAX)
+        layer
+            .session
+            .read_plaintext(&mut plain, usize::MAX)
             .map_err(|e| e.to_string())?;
         Ok((!plain.is_empty()).then_some(plain))
     }
@@ -184,7 +225,8 @@ impl Wire {
     /// With TLS on, moves the engine's output through the TLS layer into the socket queue (bounded, so
     /// pings still jump data). Without TLS it does nothing: the socket takes the frames directly.
     pub(crate) fn pump_ws(&mut self, ws: &mut WebSocket) {
-        let Some(tls) = &mut self.tls else { return };
+        let Some(layer) = &mut self.tls else { return };
+        let tls = &mut layer.session;
         while ws.wants_write() && self.out.len() < TLS_PUMP {
             let mut slots = [IoSlice::new(&[]); 8];
             let k = ws.slices(&mut slots);

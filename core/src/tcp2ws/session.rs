@@ -38,15 +38,18 @@ enum Up {
     Resolving,
     /// Dialling `addrs[next - 1]`.
     Connecting { addrs: Vec<SocketAddr>, next: usize },
-    /// Upgrade request sent; reading the 101.
-    Upgrading {
-        handshake: ClientHandshake,
-        head: HeadReader,
-    },
+    /// Upgrade request sent; reading the 101 (boxed: the established session keeps only [`Up::Open`]).
+    Upgrading(Box<Upgrade>),
     /// The WebSocket is open (or closing).
     Open(Box<WebSocket>),
     /// Nothing more happens on the backend leg.
     Gone,
+}
+
+/// The backend's upgrade in progress.
+struct Upgrade {
+    handshake: ClientHandshake,
+    head: HeadReader,
 }
 
 /// The client side's TLS state.
@@ -74,7 +77,13 @@ enum Ending {
 /// See the module docs.
 pub struct Tcp2WsSession {
     cfg: Arc<Tcp2WsConfig>,
-    facts: ClientFacts,
+    /// The session's id, also in logs.
+    id: String,
+    client: SocketAddr,
+    /// TLS was up on the client connection before the backend was dialled (implicit TLS)…
+    implicit_tls: bool,
+    /// … and the server name the client asked for in its ClientHello.
+    sni: Option<String>,
     created: Instant,
     entropy: Option<Box<dyn Entropy + Send>>,
 
@@ -115,20 +124,16 @@ impl Tcp2WsSession {
         let mut down = Wire::plain();
         let (up, client_tls) = match (implicit, &cfg.server_tls) {
             (true, Some(factory)) => {
-                down.tls = Some(factory());
+                down.set_tls(factory());
                 (Up::Waiting, ClientTls::Handshaking { starttls: false })
             }
             _ => (Up::Resolving, ClientTls::Off),
         };
-        let facts = ClientFacts {
-            connection_id,
-            client,
-            listener: cfg.listen.clone(),
-            tls: false,
-            sni: None,
-        };
         let mut s = Tcp2WsSession {
-            facts,
+            id: connection_id,
+            client,
+            implicit_tls: false,
+            sni: None,
             created: now,
             entropy: Some(entropy),
             down,
@@ -157,7 +162,7 @@ impl Tcp2WsSession {
 
     /// The client's address.
     pub fn client(&self) -> SocketAddr {
-        self.facts.client
+        self.client
     }
 
     fn resolve(&mut self) {
@@ -248,7 +253,7 @@ impl Tcp2WsSession {
             Err(e) => return self.client_tls_failed(e, now),
         };
         if was_handshaking {
-            let done = self.down.tls.as_ref().is_some_and(|t| !t.is_handshaking());
+            let done = self.down.tls().is_some_and(|t| !t.is_handshaking());
             if done {
                 self.client_tls_up(now);
             }
@@ -258,7 +263,7 @@ impl Tcp2WsSession {
         }
         // The client's close_notify is its EOF: the TLS layer stops reading after it, so the socket's
         // FIN would never be seen.
-        if !self.client_eof && self.down.tls.as_ref().is_some_and(|t| t.peer_closed()) {
+        if !self.client_eof && self.down.tls().is_some_and(|t| t.peer_closed()) {
             self.on_client_eof(now);
         }
     }
@@ -287,7 +292,7 @@ impl Tcp2WsSession {
     fn client_tls_up(&mut self, now: Instant) {
         let starttls = matches!(self.client_tls, ClientTls::Handshaking { starttls: true });
         self.client_tls = ClientTls::Up;
-        let info = self.down.tls.as_ref().and_then(|t| t.info());
+        let info = self.down.tls().and_then(|t| t.info());
         let sni = info.as_ref().and_then(|i| i.sni.clone());
         if starttls {
             self.traffic.starttls_ok += 1;
@@ -300,8 +305,8 @@ impl Tcp2WsSession {
                 let _ = ws.send_text(Utf8Bytes::from(msg));
             }
         } else {
-            self.facts.tls = true;
-            self.facts.sni = sni;
+            self.implicit_tls = true;
+            self.sni = sni;
             self.resolve();
         }
         let _ = now;
@@ -359,7 +364,8 @@ impl Tcp2WsSession {
             Err(e) => return self.backend_failed(format!("TLS: {e}"), now),
         };
         match &mut self.up {
-            Up::Upgrading { handshake, head } => {
+            Up::Upgrading(upgrade) => {
+                let Upgrade { handshake, head } = &mut **upgrade;
                 head.feed(&plain);
                 let resp = match head.poll_response() {
                     Ok(Some(r)) => r,
@@ -386,7 +392,13 @@ impl Tcp2WsSession {
 
     /// The WebSocket is open: `bridge_hello` first, then whatever the client already sent.
     fn open(&mut self, now: Instant) {
-        let hello = control::bridge_hello(&self.facts);
+        let hello = control::bridge_hello(&ClientFacts {
+            connection_id: self.id.clone(),
+            client: self.client,
+            listener: self.cfg.listen.clone(),
+            tls: self.implicit_tls,
+            sni: self.sni.clone(),
+        });
         let pending = std::mem::take(&mut self.pending);
         let Some(ws) = self.ws() else { return };
         let _ = ws.send_text(Utf8Bytes::from(hello));
@@ -503,7 +515,7 @@ impl Tcp2WsSession {
             self.down.send(Bytes::from(reply));
         }
         self.pending.clear();
-        self.down.tls = Some(factory());
+        self.down.set_tls(factory());
         self.client_tls = ClientTls::Handshaking { starttls: true };
     }
 
@@ -599,28 +611,19 @@ impl Session for Tcp2WsSession {
         }
         let b = &self.cfg.backend;
         let mut headers = vec![
-            (
-                "X-Forwarded-For".to_owned(),
-                self.facts.client.ip().to_string(),
-            ),
+            ("X-Forwarded-For".to_owned(), self.client.ip().to_string()),
             (
                 "X-Forwarded-Port".to_owned(),
-                self.facts.client.port().to_string(),
+                self.client.port().to_string(),
             ),
             (
                 "X-Forwarded-Proto".to_owned(),
-                if self.facts.tls { "tls" } else { "tcp" }.to_owned(),
+                if self.implicit_tls { "tls" } else { "tcp" }.to_owned(),
             ),
-            (
-                "X-Wsbridge-Connection-Id".to_owned(),
-                self.facts.connection_id.clone(),
-            ),
-            (
-                "X-Wsbridge-Listener".to_owned(),
-                self.facts.listener.clone(),
-            ),
+            ("X-Wsbridge-Connection-Id".to_owned(), self.id.clone()),
+            ("X-Wsbridge-Listener".to_owned(), self.cfg.listen.clone()),
         ];
-        if let Some(sni) = &self.facts.sni {
+        if let Some(sni) = &self.sni {
             headers.push(("X-Wsbridge-Sni".to_owned(), sni.clone()));
         }
         headers.extend(self.cfg.backend_headers.iter().cloned());
@@ -628,7 +631,7 @@ impl Session for Tcp2WsSession {
         protocols.extend(self.cfg.subprotocols.iter().cloned());
         if b.tls {
             match self.cfg.client_tls.as_ref().map(|f| f(&b.host)) {
-                Some(Ok(tls)) => self.upwire.tls = Some(tls),
+                Some(Ok(tls)) => self.upwire.set_tls(tls),
                 Some(Err(e)) => return self.backend_failed(format!("TLS setup: {e}"), now),
                 None => {
                     return self.backend_failed("no TLS client settings for wss://".into(), now)
@@ -649,10 +652,10 @@ impl Session for Tcp2WsSession {
             Ok((handshake, request)) => {
                 self.upwire.send(request);
                 let ws = &self.cfg.ws;
-                self.up = Up::Upgrading {
+                self.up = Up::Upgrading(Box::new(Upgrade {
                     handshake,
                     head: HeadReader::new(ws.max_head_size, ws.max_headers),
-                };
+                }));
             }
             Err(e) => self.backend_failed(format!("cannot build the upgrade request: {e}"), now),
         }
@@ -760,7 +763,7 @@ impl Session for Tcp2WsSession {
     }
 
     fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        crate::session::pop_action(&mut self.actions)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
@@ -799,11 +802,10 @@ impl Session for Tcp2WsSession {
                     Up::Open(ws) => ws.buffered_amount() + self.pending.len(),
                     _ => self.pending.len(),
                 };
-                queued < self.cfg.buffer_size
-                    && self.down.tls.as_ref().is_none_or(|t| t.wants_read())
+                queued < self.cfg.buffer_size && self.down.tls().is_none_or(|t| t.wants_read())
             }
             Leg::Up => match &self.up {
-                Up::Upgrading { .. } => true,
+                Up::Upgrading(_) => true,
                 Up::Open(ws) => ws.wants_read() && self.down.queued() < self.cfg.buffer_size,
                 _ => false,
             },
@@ -860,7 +862,7 @@ impl Session for Tcp2WsSession {
     }
 
     fn connection_id(&self) -> &str {
-        &self.facts.connection_id
+        &self.id
     }
 
     fn end_reason(&self) -> Option<&EndReason> {

@@ -220,7 +220,7 @@ impl Backend {
             Ok(p) => p,
             Err(e) => return self.fail(format!("TLS: {e}")),
         };
-        let closed = self.wire.tls.as_ref().is_some_and(|t| t.peer_closed());
+        let closed = self.wire.tls().is_some_and(|t| t.peer_closed());
         let mut outcome = None;
         if let Some(plain) = plain {
             match &mut self.inflight {

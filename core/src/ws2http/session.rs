@@ -766,7 +766,7 @@ impl Session for Ws2HttpSession {
     }
 
     fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        crate::session::pop_action(&mut self.actions)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

@@ -134,7 +134,7 @@ pub struct Ws2TcpSession {
     port: u16,
     connect_deadline: Option<Instant>,
     /// Who the tunnel's far client is (from `bridge_hello`).
-    tunnel_client: Option<String>,
+    tunnel_client: Option<Box<str>>,
     /// The PROXY header still owed to the target, and the target address it names.
     send_proxy: SendProxy,
     target_addr: Option<SocketAddr>,
@@ -278,7 +278,7 @@ impl Ws2TcpSession {
             // Whatever was dialled is abandoned; client data that waited for it is dropped with it.
             self.stage = Stage::Over;
             self.upwire.discard();
-            self.pending.clear();
+            self.pending = VecDeque::new();
             self.pending_len = 0;
         }
         self.close_client(code, &reason, end, now);
@@ -392,7 +392,8 @@ impl Ws2TcpSession {
         if self.stage != Stage::Relay {
             return;
         }
-        while let Some(data) = self.pending.pop_front() {
+        // Taken whole, so the queue's memory goes too.
+        for data in std::mem::take(&mut self.pending) {
             self.traffic.down_to_up += data.len() as u64;
             self.upwire.send(data);
         }
@@ -544,7 +545,9 @@ impl Ws2TcpSession {
             Ok(TunnelControl::Hello {
                 client,
                 connection_id,
-            }) => self.tunnel_client = Some(format!("{client} conn={connection_id}")),
+            }) => {
+                self.tunnel_client = Some(format!("{client} conn={connection_id}").into_boxed_str())
+            }
             Ok(TunnelControl::Eof) => self.client_finished(now),
             Ok(TunnelControl::Other(_)) => {}
             Err(why) => self.close_client(
@@ -702,7 +705,7 @@ impl Session for Ws2TcpSession {
             Leg::Up => {
                 self.on_target_bytes(data, now);
                 // The target's close_notify is its EOF: the TLS layer reads nothing after it.
-                if !self.up_eof && self.upwire.tls.as_ref().is_some_and(|t| t.peer_closed()) {
+                if !self.up_eof && self.upwire.tls().is_some_and(|t| t.peer_closed()) {
                     self.on_target_eof(now);
                 }
             }
@@ -804,7 +807,7 @@ impl Session for Ws2TcpSession {
             match tls {
                 Some(Ok(tls)) => {
                     // Like `Wire::with_tls`, keeping what is queued (the PROXY header).
-                    self.upwire.tls = Some(tls);
+                    self.upwire.set_tls(tls);
                     self.upwire.flush();
                     self.stage = Stage::TargetTls;
                 }
@@ -946,7 +949,7 @@ impl Session for Ws2TcpSession {
     }
 
     fn poll_action(&mut self) -> Option<Action> {
-        self.actions.pop_front()
+        crate::session::pop_action(&mut self.actions)
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
