@@ -27,7 +27,7 @@
 //!   goes to the target's loop as [`Msg::Deliver`] (over its channel, or the loop's own `local` queue when
 //!   the target runs here), the target gets `handle_delivery` and is drained, and the result goes back
 //!   the same way as [`Msg::Delivered`]. Each source session keeps one slot per `Deliver` in order
-//!   (`Entry::results`) and is given the results strictly in that order, whichever loop answers first.
+//!   (`Mail::results`) and is given the results strictly in that order, whichever loop answers first.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -214,6 +214,20 @@ struct Entry {
     resolving: Option<u64>,
     /// How many resolves it asked the resolver for so far.
     resolves: u64,
+    /// Its ids and deliveries, from its first `Register` or `Deliver` on (boxed: most sessions never
+    /// make one).
+    mail: Option<Box<Mail>>,
+    /// The traffic already added to the byte counters.
+    reported: Traffic,
+    /// The handshake time was counted.
+    established: bool,
+    /// Its per-address slot, freed when the entry is dropped at close.
+    _ip_slot: Option<Box<IpSlot>>,
+}
+
+/// What a session registered and asked to deliver.
+#[derive(Default)]
+struct Mail {
     /// The ids this session registered (forgotten when it closes).
     ids: Vec<String>,
     /// How many `Deliver`s it asked for so far (the next one's number).
@@ -221,12 +235,6 @@ struct Entry {
     /// One slot per `Deliver` whose result it has not been given yet, oldest first (numbered up to
     /// `delivers`); filled as results come in, handed over from the front while filled.
     results: VecDeque<Option<DeliveryResult>>,
-    /// The traffic already added to the byte counters.
-    reported: Traffic,
-    /// The handshake time was counted.
-    established: bool,
-    /// Its per-address slot, freed when the entry is dropped at close.
-    _ip_slot: Option<Box<IpSlot>>,
 }
 
 /// A `handle_*` call a drain must make before it can finish.
@@ -537,24 +545,31 @@ impl EventLoop {
     /// The result of `key`'s `Deliver` number `seq`: fills its slot, then gives the session every result
     /// from the front that is in, in order, draining after each.
     fn delivered(&mut self, key: Key, seq: u64, result: DeliveryResult, now: Instant) {
-        let Some(e) = self.sessions.get_mut(key) else {
+        let Some(mail) = self
+            .sessions
+            .get_mut(key)
+            .and_then(|e| e.mail.as_deref_mut())
+        else {
             return; // the source finished
         };
-        let first = e.delivers - e.results.len() as u64;
+        let first = mail.delivers - mail.results.len() as u64;
         let slot = seq
             .checked_sub(first)
             .and_then(|i| usize::try_from(i).ok())
-            .and_then(|i| e.results.get_mut(i));
+            .and_then(|i| mail.results.get_mut(i));
         match slot {
             Some(slot @ None) => *slot = Some(result),
             _ => return, // not a result it waits for
         }
         // Bounded: every pass takes a slot off the queue, or stops.
         while let Some(e) = self.sessions.get_mut(key) {
-            let Some(Some(result)) = e.results.front().copied() else {
+            let Some(mail) = e.mail.as_deref_mut() else {
                 break;
             };
-            e.results.pop_front();
+            let Some(Some(result)) = mail.results.front().copied() else {
+                break;
+            };
+            mail.results.pop_front();
             e.session.handle_delivery_result(result, now);
             self.drain(key, now);
         }
@@ -606,9 +621,7 @@ impl EventLoop {
             revisit: false,
             resolving: None,
             resolves: 0,
-            ids: Vec::new(),
-            delivers: 0,
-            results: VecDeque::new(),
+            mail: None,
             reported: Traffic::default(),
             established: false,
             _ip_slot: ip_slot,
@@ -958,13 +971,14 @@ impl EventLoop {
                         key,
                     };
                     if self.directory.register(&id, at) {
-                        e.ids.push(id);
+                        e.mail.get_or_insert_default().ids.push(id);
                     }
                 }
                 Action::Deliver { to, message } => {
-                    let seq = e.delivers;
-                    e.delivers += 1;
-                    e.results.push_back(None);
+                    let mail = e.mail.get_or_insert_default();
+                    let seq = mail.delivers;
+                    mail.delivers += 1;
+                    mail.results.push_back(None);
                     let from = Origin {
                         at: Address {
                             lp: self.index,
@@ -1046,12 +1060,12 @@ impl EventLoop {
         let Some(mut e) = self.sessions.remove(key) else {
             return;
         };
-        if !e.ids.is_empty() {
+        if let Some(mail) = e.mail.as_deref().filter(|m| !m.ids.is_empty()) {
             let at = Address {
                 lp: self.index,
                 key,
             };
-            self.directory.forget(&e.ids, at);
+            self.directory.forget(&mail.ids, at);
         }
         for l in &mut e.legs {
             close_leg(self.poll.registry(), l);
