@@ -5,16 +5,25 @@
 //!
 //! ```text
 //! bench_churn --target-listen 127.0.0.1:T --connect 127.0.0.1:A [--client tcp|ws|ws2tcp-json]
-//!             [--concurrency 16] [--seconds 5] [--system NAME] [--timeout 30]
+//!             [--rate N] [--concurrency 16] [--seconds 5] [--system NAME] [--timeout 30]
 //! ```
+//!
+//! Without `--rate` the load is a closed loop: each worker opens its next connection as soon as the last
+//! one is done, which finds the most connections per second the system takes, and its times include
+//! the queueing that load causes (by Little's law, 16 workers at 6,000/s wait 2.7 ms on average). With
+//! `--rate N` the load is an open loop: connection i is due N⁻¹·i seconds after the start whatever
+//! happened before, and its time runs from when it was due, so a stall delays (and is charged to) every
+//! connection behind it instead of hiding them (no coordinated omission). That answers "at N new
+//! connections per second, how long does one take?".
 //!
 //! Clients: `tcp` writes the byte on a plain TCP connection; `ws` upgrades to WebSocket first (a
 //! static-target hop: websockify, `wsbridge ws2tcp --target`) and sends the byte as a Binary frame;
 //! `ws2tcp-json` also reads the Socket2Web greeting and sends the JSON handshake naming the target
 //! (`wsbridge ws2tcp` without `--target`) before the byte.
 //!
-//! Prints one line `churn system=… client=… conns=… per_s=… p50_ms=… p99_ms=… max_ms=…
-//! listen_drops=… syn_retrans=… verified=yes`, where the times run from `connect()` to the echoed byte,
+//! Prints one line `churn system=… client=… load=closed|rate offered_per_s=… concurrency=… conns=…
+//! per_s=… p50_ms=… p99_ms=… max_ms=… listen_drops=… syn_retrans=… verified=yes`, where the times run
+//! from `connect()` (with `--rate`: from when the connection was due) to the echoed byte,
 //! and the kernel counters (`/proc/net/netstat` ListenDrops, `/proc/net/snmp` RetransSegs) are deltas
 //! over the run: a 1 s (or 3 s) p99 next to a non-zero count is the kernel dropping a SYN, not the
 //! relay. Any failed connection is an error (exit 1).
@@ -23,12 +32,21 @@ mod bench_util;
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bench_util::{die, quantile, Flags};
+
+/// How the workers start connections.
+#[derive(Clone, Copy)]
+enum Load {
+    /// Each worker starts its next connection when its last one is done.
+    Closed,
+    /// Connection i is due at i / rate seconds after the start (open loop).
+    Rate(f64),
+}
 
 #[derive(Clone, Copy, PartialEq)]
 enum Client {
@@ -53,6 +71,10 @@ fn main() {
         "ws2tcp-json" => Client::Ws2TcpJson,
         c => die(&format!("--client {c:?}: expected tcp, ws or ws2tcp-json")),
     };
+    let load = match f.num("rate", 0) {
+        0 => Load::Closed,
+        n => Load::Rate(n as f64),
+    };
     let workers = f.num("concurrency", 16).clamp(1, 1024) as usize;
     let run = Duration::from_secs(f.num("seconds", 5).max(1));
     let system = f.str("system", "?");
@@ -72,28 +94,34 @@ fn main() {
     }
 
     let (drops0, retrans0) = (listen_drops(), retrans_segs());
-    let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
+    let end = started + run;
+    let next = Arc::new(AtomicU64::new(0));
     let handles: Vec<_> = (0..workers)
         .map(|w| {
-            let stop = stop.clone();
+            let next = next.clone();
             thread::spawn(move || -> Result<Vec<u64>, String> {
                 let mut times = Vec::new();
-                let mut n = 0u32;
-                while !stop.load(Ordering::Relaxed) {
-                    let byte = (w as u32 * 7 + n) as u8;
-                    let t0 = Instant::now();
+                loop {
+                    let n = next.fetch_add(1, Ordering::Relaxed);
+                    let due = match load {
+                        Load::Closed => Instant::now(),
+                        Load::Rate(rate) => started + Duration::from_secs_f64(n as f64 / rate),
+                    };
+                    // A system slower than the rate falls behind; starting no connection after twice
+                    // the run bounds the time, and the shortfall shows as per_s below offered_per_s.
+                    if due >= end || Instant::now() >= end + run {
+                        return Ok(times);
+                    }
+                    thread::sleep(due.saturating_duration_since(Instant::now()));
+                    let byte = (n * 7) as u8;
                     one_connection(connect, target, client, byte, io_limit)
-                        .map_err(|e| format!("connection {n} of worker {w}: {e}"))?;
-                    times.push(t0.elapsed().as_micros() as u64);
-                    n += 1;
+                        .map_err(|e| format!("connection {n} (worker {w}): {e}"))?;
+                    times.push(due.elapsed().as_micros() as u64);
                 }
-                Ok(times)
             })
         })
         .collect();
-    thread::sleep(run);
-    stop.store(true, Ordering::Relaxed);
     let mut times = Vec::new();
     for h in handles {
         match h.join() {
@@ -111,9 +139,14 @@ fn main() {
         Client::Ws => "ws",
         Client::Ws2TcpJson => "ws2tcp-json",
     };
+    let (load, offered) = match load {
+        Load::Closed => ("closed", "-".to_string()),
+        Load::Rate(r) => ("rate", format!("{r:.0}")),
+    };
     println!(
-        "churn system={system} client={label} concurrency={workers} conns={} per_s={:.0} p50_ms={:.2} \
-         p99_ms={:.2} max_ms={:.1} listen_drops={drops} syn_retrans={retrans} verified=yes",
+        "churn system={system} client={label} load={load} offered_per_s={offered} concurrency={workers} \
+         conns={} per_s={:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.1} listen_drops={drops} \
+         syn_retrans={retrans} verified=yes",
         times.len(),
         times.len() as f64 / secs,
         ms(0.5),
