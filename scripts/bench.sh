@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # The benchmark suite: every system side by side in ONE run, on 127.0.0.1.
-# Usage: scripts/bench.sh [--quick]
+# Usage: [BENCH_ONLY=idle,capacity] scripts/bench.sh [--quick]
+#   BENCH_ONLY   a comma-separated list of the scenarios to run (bulk, latency, churn, idle, capacity);
+#                unset or empty: all of them. The report's tables of the others come out empty.
+#   BENCH_CAP_PROCS  the process counts N of the capacity scenario, e.g. "1 2" (default: 1 2 3 11;
+#                --quick: 1 2)
 #
 # Systems (each a fresh set of processes per scenario):
 #   direct              client -> target, no relay (the physical limit)
@@ -21,9 +25,18 @@
 #                   twice: by 16 workers as fast as they go (connections/s), then open loop at the goal
 #                   rate (3,000/s through a pair, 6,000/s on one hop) for connect-to-echo p50/p99 at that
 #                   load; with the kernel's SYN counters
-#   idle            N connections bridged end to end and left idle; PSS gained per connection by each relay
-#                   process, then again after one byte each way on every connection; the kernel's memory
-#                   (system-wide) apart
+#   idle            N connections bridged end to end and left idle (full: 5,000 and 9,900; --quick: 1,000);
+#                   PSS gained per connection by each relay process, then again after one byte each way on
+#                   every connection; the kernel's memory (system-wide) apart. 9,900 is what one process
+#                   holds under this machine's 20,000-descriptor cap (2 per bridged connection)
+#   capacity        wsbridge-mio only: N tcp2ws processes share one listener (--reuse-port, SO_REUSEPORT),
+#                   each tcp2ws dials its own ws2tcp exit, which dials its own target process (N "lanes",
+#                   each on its own 127.0.0.x address, so no (source, destination) pair needs more than the
+#                   ~28,000 ephemeral ports); clients in N processes, each from its own 127.x source
+#                   address (runtime-mio/examples/bench_capacity.rs). Full: N = 1, 2, 3 and 11 (104,500
+#                   connections) with 9,500 connections per process on average (--max-connections 9,950
+#                   each: room for the kernel's uneven spread); --quick: N = 1, 2 with 1,000. Total held,
+#                   per-process counts, PSS per connection of each process, descriptors, set-up rate
 # Every byte is counted and checksummed where it lands (runtime-mio/examples/bench_bulk.rs); every idle
 # connection carries one checked byte each way (bench_idle.rs), every echo is compared (bench_latency.rs,
 # bench_churn.rs). Any loss through wsbridge fails the run; a peer that fails a scenario (websockify closes
@@ -42,8 +55,10 @@ case "${1:-}" in
 esac
 if (( quick )); then
   BYTES=$((256 << 20)); REPS=3; CONNS=1000; RTTS=5000; CHURN_SECS=2
+  IDLE_COUNTS=(1000); CAP_PROCS=(1 2); CAP_PER=1000
 else
   BYTES=$((1 << 30)); REPS=5; CONNS=5000; RTTS=50000; CHURN_SECS=5
+  IDLE_COUNTS=(5000 9900); CAP_PROCS=(1 2 3 11); CAP_PER=9500
 fi
 CHURN_RATE_PAIR=3000; CHURN_RATE_HOP=6000
 BULK_SYSTEMS=(direct socat socat-b256k wsbridge-mio wsbridge-smol websocat websocat-websockify)
@@ -51,16 +66,43 @@ LATENCY_SYSTEMS=("${BULK_SYSTEMS[@]}")
 CHURN_SYSTEMS=("${BULK_SYSTEMS[@]}")
 HOP_SYSTEMS=(ws2tcp-json ws2tcp-static websockify websocat-ws-l)
 IDLE_SYSTEMS=(direct socat wsbridge-mio wsbridge-smol)
+# The idle systems measured above 5,000 connections. socat forks a process per connection in each relay:
+# 9,900 connections are 19,800 processes (under pid_max 32,768 here; about 4 GiB of user and kernel
+# memory, 11 s to set up).
+IDLE_BIG_SYSTEMS=(direct socat wsbridge-mio wsbridge-smol)
+
+ONLY=",${BENCH_ONLY:-bulk,latency,churn,idle,capacity},"
+for s in ${BENCH_ONLY//,/ }; do
+  case "$s" in
+    bulk | latency | churn | idle | capacity) ;;
+    *) echo "bench: error: BENCH_ONLY: unknown scenario $s" >&2; exit 2 ;;
+  esac
+done
+want() { [[ "$ONLY" == *",$1,"* ]]; }
+want bulk || BULK_SYSTEMS=()
+want latency || LATENCY_SYSTEMS=()
+want churn || { CHURN_SYSTEMS=(); HOP_SYSTEMS=(); }
+want idle || IDLE_COUNTS=()
+if [[ -n "${BENCH_CAP_PROCS:-}" ]]; then read -ra CAP_PROCS <<<"$BENCH_CAP_PROCS"; fi
+for n in "${CAP_PROCS[@]}"; do
+  [[ "$n" =~ ^[1-9][0-9]?$ ]] || { echo "bench: error: BENCH_CAP_PROCS: $n is not a number from 1 to 99" >&2; exit 2; }
+done
+want capacity || CAP_PROCS=()
 
 t0=$(date +%s)
 say() { echo "bench: [$(( $(date +%s) - t0 ))s] $*" >&2; }
 
 ulimit -n "$(ulimit -Hn)"
 # The load generator holds both ends of every idle connection; each relay process holds 2 per connection.
-if (( $(ulimit -n) < 2 * CONNS + 100 )); then
-  echo "bench: error: $CONNS idle connections need $((2 * CONNS + 100)) descriptors per process; the limit is $(ulimit -n)" >&2
-  exit 1
-fi
+for n in "${IDLE_COUNTS[@]}" "$CAP_PER"; do
+  if (( $(ulimit -n) < 2 * n + 100 )); then
+    echo "bench: error: $n idle connections need $((2 * n + 100)) descriptors per process; the limit is $(ulimit -n)" >&2
+    exit 1
+  fi
+done
+# Every wsbridge process refuses connections past this, before it runs out of descriptors (2 per
+# connection, and some for listeners, epoll, eventfds and the standard streams).
+MAX_CONNS=$(( ($(ulimit -n) - 100) / 2 ))
 if ! command -v socat >/dev/null; then
   echo "bench: error: socat is missing (apt-get install socat)" >&2
   exit 1
@@ -79,7 +121,7 @@ WEBSOCKIFY="$(py_bin)/websockify"
 
 say "building (release)"
 cargo build --release -p wsbridge-mio --bin wsbridge --example bench_bulk --example bench_idle \
-  --example bench_latency --example bench_churn -p wsbridge-smol --example tunnel >&2
+  --example bench_capacity --example bench_latency --example bench_churn -p wsbridge-smol --example tunnel >&2
 R="${CARGO_TARGET_DIR:-target}/release"
 CLK=$(getconf CLK_TCK)
 PIN=()   # a prefix for every process of a system: (taskset -c 0) for pinned latency
@@ -134,17 +176,17 @@ start_system() {
       RUNNING+=($!) ;;
     wsbridge-mio)
       "${PIN[@]}" "$R/wsbridge" --log-level warn ws2tcp --listen "127.0.0.1:$b" --target "$TARGET" \
-        --max-connections 20000 2>"$WORK/exit.log" &
+        --max-connections "$MAX_CONNS" 2>"$WORK/exit.log" &
       RUNNING+=($!)
       "${PIN[@]}" "$R/wsbridge" --log-level warn tcp2ws --listen "127.0.0.1:$a" --backend "ws://127.0.0.1:$b/" \
-        --half-close eof --max-connections 20000 2>"$WORK/entry.log" &
+        --half-close eof --max-connections "$MAX_CONNS" 2>"$WORK/entry.log" &
       RUNNING+=($!) ;;
     wsbridge-smol)
       "${PIN[@]}" "$R/examples/tunnel" ws2tcp --listen "127.0.0.1:$b" --target "$TARGET" \
-        --max-connections 20000 >/dev/null 2>"$WORK/exit.log" &
+        --max-connections "$MAX_CONNS" >/dev/null 2>"$WORK/exit.log" &
       RUNNING+=($!)
       "${PIN[@]}" "$R/examples/tunnel" tcp2ws --listen "127.0.0.1:$a" --backend "ws://127.0.0.1:$b/" \
-        --max-connections 20000 >/dev/null 2>"$WORK/entry.log" &
+        --max-connections "$MAX_CONNS" >/dev/null 2>"$WORK/entry.log" &
       RUNNING+=($!) ;;
     websocat | websocat-websockify)
       # No -E: with it websocat drops the other direction at the first EOF (both-ways transfers reset).
@@ -253,28 +295,81 @@ for sys in "${CHURN_SYSTEMS[@]}" "${HOP_SYSTEMS[@]}"; do
   stop_system
 done
 
-for sys in "${IDLE_SYSTEMS[@]}"; do
-  start_system "$sys"
-  say "idle $sys ($CONNS connections)"
-  measure "$sys" idle "$R/examples/bench_idle" --system "$sys" --conns "$CONNS" \
-    --target-listen "$TARGET" --connect "$ENTRY" --pids "$PIDS" --clk-tck "$CLK" --timeout 240
+for n in "${IDLE_COUNTS[@]}"; do
+  scen=idle; systems=("${IDLE_SYSTEMS[@]}")
+  if (( n > 5000 )); then scen=idle_$n; systems=("${IDLE_BIG_SYSTEMS[@]}"); fi
+  for sys in "${systems[@]}"; do
+    start_system "$sys"
+    say "idle $sys ($n connections)"
+    measure "$sys" "$scen" "$R/examples/bench_idle" --system "$sys" --conns "$n" \
+      --target-listen "$TARGET" --connect "$ENTRY" --pids "$PIDS" --clk-tck "$CLK" --timeout 240
+    stop_system
+  done
+done
+
+# Capacity: lane i (1..N) is tcp2ws i (all N on one --reuse-port listener at 127.0.0.1:$a) → ws2tcp i on
+# 127.0.0.(1+i):$b → target i on 127.0.0.(1+i):$t (a process of the load generator). A lane's hops
+# each go to their own (address, port), so each has the ~28,000 ephemeral ports of 127.0.0.1 to itself;
+# the clients come from 127.0.(10+N).(1..N), one process per address. Sets ENTRY, CAP_* and RUNNING.
+start_capacity() {
+  local n=$1 a b t i
+  next_port; a=$PORT
+  next_port; b=$PORT
+  next_port; t=$PORT
+  RUNNING=(); CAP_ENTRY_PIDS=""; CAP_EXIT_PIDS=""; CAP_TARGETS=""; CAP_SOURCES=""
+  for i in $(seq "$n"); do
+    "$R/wsbridge" --log-level warn ws2tcp --listen "127.0.0.$((1 + i)):$b" --target "127.0.0.$((1 + i)):$t" \
+      --max-connections "$MAX_CONNS" 2>"$WORK/cap-exit$i.log" &
+    RUNNING+=($!); CAP_EXIT_PIDS+="${CAP_EXIT_PIDS:+,}$!"
+    "$R/wsbridge" --log-level warn --reuse-port tcp2ws --listen "127.0.0.1:$a" \
+      --backend "ws://127.0.0.$((1 + i)):$b/" --half-close eof --max-connections "$MAX_CONNS" 2>"$WORK/cap-entry$i.log" &
+    RUNNING+=($!); CAP_ENTRY_PIDS+="${CAP_ENTRY_PIDS:+,}$!"
+    CAP_TARGETS+="${CAP_TARGETS:+,}127.0.0.$((1 + i)):$t"
+    CAP_SOURCES+="${CAP_SOURCES:+,}127.0.$((10 + n)).$i"
+  done
+  for _ in $(seq 100); do
+    (( $(ss -Hltn "sport = :$a" | wc -l) >= n && $(ss -Hltn "sport = :$b" | wc -l) >= n )) && break
+    sleep 0.05
+  done
+  if (( $(ss -Hltn "sport = :$a" | wc -l) < n || $(ss -Hltn "sport = :$b" | wc -l) < n )); then
+    echo "bench: error: the $n tcp2ws and ws2tcp processes do not all listen on $a and $b; logs:" >&2
+    cat "$WORK"/*.log >&2 || true
+    exit 1
+  fi
+  ENTRY=127.0.0.1:$a
+}
+for n in "${CAP_PROCS[@]}"; do
+  start_capacity "$n"
+  say "capacity wsbridge-mio x$n ($((n * CAP_PER)) connections)"
+  measure wsbridge-mio "capacity_x$n" "$R/examples/bench_capacity" --system "wsbridge-mio-x$n" \
+    --conns $((n * CAP_PER)) --connect "$ENTRY" --targets "$CAP_TARGETS" --sources "$CAP_SOURCES" \
+    --entry-pids "$CAP_ENTRY_PIDS" --exit-pids "$CAP_EXIT_PIDS" --clk-tck "$CLK" --timeout 300
+  # Any warning (a refused connection, a dial that failed…) fails the run too.
+  if grep -q 'level=\(warn\|error\)' "$WORK"/cap-*.log; then
+    echo "bench: error: wsbridge complained during capacity x$n:" >&2
+    cat "$WORK"/cap-*.log >&2
+    exit 1
+  fi
   stop_system
+  rm -f "$WORK"/cap-*.log
 done
 say "done"
 
 python3 - "$RESULTS" "$quick" "$BYTES" "$REPS" "$CONNS" "$LOAD_BEFORE" "$(( $(date +%s) - t0 ))" <<'PY'
 import sys, subprocess
 path, quick, nbytes, reps, conns, load_before, secs = sys.argv[1:]
-bulk, idle, latency, churn, failed = {}, {}, {}, {}, {}
+bulk, idle, latency, churn, failed, capacity = {}, {}, {}, {}, {}, {}
 for line in open(path):
     f = line.split()
-    if not f or f[0] not in ("bulk", "idle", "latency", "churn", "failed"):
+    if not f or f[0] not in ("bulk", "idle", "latency", "churn", "failed", "capacity"):
         continue
     kv = dict(x.split("=", 1) for x in f[1:])
     if f[0] == "bulk":
         bulk[(kv["system"], kv["mode"])] = kv
     elif f[0] == "idle":
-        idle[kv["system"]] = kv
+        idle[(kv["system"], int(kv["conns"]))] = kv
+    elif f[0] == "capacity":
+        capacity[int(kv["procs"])] = kv
     elif f[0] == "latency":
         latency[(kv["system"], kv["pinned"])] = kv
     elif f[0] == "churn":
@@ -389,34 +484,70 @@ for s in list(ALL) + ["ws2tcp-json", "ws2tcp-static", "websockify", "websocat-ws
     row.append(", ".join(drops))
     print("| " + " | ".join(row) + " |")
 print()
-print(f"Idle: {conns} connections bridged end to end (client → relay → relay → target), then idle. User space = "
+counts = sorted({n for (_, n) in idle} | {int(sc.split("_")[1]) for (_, sc) in failed if sc.startswith("idle_")})
+base_count = min(counts) if counts else 0
+print(f"Idle: {' and '.join(str(n) for n in counts) or 'no'} connections bridged end to end (client → relay → "
+      "relay → target), then idle. User space = "
       "PSS gained per connection (PSS_after − PSS_before)/N from /proc/PID/smaps_rollup, entry + exit process "
       "(socat: each listener with its forked per-connection processes). Kernel = slab objects in use (but "
       "TIME_WAIT sockets) + kernel stacks + page tables + TCP buffer pages gained, system-wide, per connection: "
       "every socket of the chain (2 direct, 6 bridged), and socat's processes. Set-up = time to open them all, "
-      "64 in flight at most.")
+      "64 in flight at most. One relay process holds 2 descriptors per connection: 9,900 is the most that fits "
+      "this machine's 20,000 per process.")
 print()
 print("| system | connections | user space KiB/conn, idle | after 1 byte each way | kernel KiB/conn | set-up s | others' CPU % |")
 print("|---|---:|---:|---:|---:|---:|---:|")
-kbase = float(idle["direct"]["kernel_kib"]) if "direct" in idle else None
-for s in ("direct", "socat", "wsbridge-mio", "wsbridge-smol"):
-    if s not in idle:
-        continue
-    kv = idle[s]
-    def mem(field):
-        if kv[field] == "-":
-            return "—", None
-        parts = [float(p) for p in kv[field].split("/")]
-        return f"{sum(parts):.1f} ({' + '.join(f'{p:.1f}' for p in parts)})", sum(parts)
-    fresh, fv = mem("fresh_kib")
-    echo, ev = mem("echo_kib")
-    k = float(kv["kernel_kib"])
-    print(f"| {s} | {kv['conns']} | {fresh} | {echo} | {k:.1f} | {float(kv['connect_secs']):.2f} | {float(kv['others_cpu_pct']):.0f} |")
-    if fv is not None:
-        lines.append(f"scenario=idle_user_mem system={s} value={fv:.1f} unit=KiB/conn ratio_vs_direct=n/a per_process={kv['fresh_kib']}")
-        lines.append(f"scenario=idle_user_mem_after_echo system={s} value={ev:.1f} unit=KiB/conn ratio_vs_direct=n/a per_process={kv['echo_kib']}")
-    ratio = f"{k / kbase:.2f}" if kbase else "n/a"
-    lines.append(f"scenario=idle_kernel_mem system={s} value={k:.1f} unit=KiB/conn ratio_vs_direct={ratio}")
+for n in counts:
+    kv_direct = idle.get(("direct", n))
+    kbase = float(kv_direct["kernel_kib"]) if kv_direct else None
+    suffix = "" if n == base_count else f"_{n}"
+    for s in ("direct", "socat", "wsbridge-mio", "wsbridge-smol"):
+        kv = idle.get((s, n))
+        if kv is None:
+            sc = "idle" if n == base_count else f"idle_{n}"
+            if (s, sc) in failed:
+                print(f"| {s} | {n} | {failure(s, sc)} | | | | |")
+            continue
+        def mem(field):
+            if kv[field] == "-":
+                return "—", None
+            parts = [float(p) for p in kv[field].split("/")]
+            return f"{sum(parts):.1f} ({' + '.join(f'{p:.1f}' for p in parts)})", sum(parts)
+        fresh, fv = mem("fresh_kib")
+        echo, ev = mem("echo_kib")
+        k = float(kv["kernel_kib"])
+        print(f"| {s} | {kv['conns']} | {fresh} | {echo} | {k:.1f} | {float(kv['connect_secs']):.2f} | {float(kv['others_cpu_pct']):.0f} |")
+        if fv is not None:
+            lines.append(f"scenario=idle_user_mem{suffix} system={s} value={fv:.1f} unit=KiB/conn ratio_vs_direct=n/a per_process={kv['fresh_kib']} conns={n}")
+            lines.append(f"scenario=idle_user_mem_after_echo{suffix} system={s} value={ev:.1f} unit=KiB/conn ratio_vs_direct=n/a per_process={kv['echo_kib']} conns={n}")
+        ratio = f"{k / kbase:.2f}" if kbase else "n/a"
+        lines.append(f"scenario=idle_kernel_mem{suffix} system={s} value={k:.1f} unit=KiB/conn ratio_vs_direct={ratio} conns={n}")
+if capacity or any(sc.startswith("capacity") for (_, sc) in failed):
+    print()
+    print("Capacity (wsbridge-mio): N tcp2ws processes share one listener (`--reuse-port`, the kernel's SO_REUSEPORT "
+          "hash picks the process of each connection); tcp2ws i dials its own ws2tcp i on 127.0.0.(1+i), which dials "
+          "its own target on 127.0.0.(1+i) (each hop of a lane has the ~28,000 ephemeral ports of one (source, "
+          "destination) pair to itself); the clients run in N processes, each from its own 127.x source address. "
+          "Every connection carries one checked byte each way and stays open; nothing is refused (any wsbridge "
+          "warning fails the run). Per process = the connections each tcp2ws (and its lane) held. User space = PSS "
+          "gained per connection of each process over its own connections, after the byte each way; kernel = as "
+          "above, per connection (6 sockets). Descriptors = the most any wsbridge process had open (the cap is 20,000).")
+    print()
+    print("| processes (tcp2ws + ws2tcp) | connections held | per process | tcp2ws KiB/conn | ws2tcp KiB/conn | kernel KiB/conn | set-up s | connections/s | max descriptors | others' CPU % |")
+    print("|---:|---:|---|---|---|---:|---:|---:|---:|---:|")
+    for n in sorted(capacity):
+        kv = capacity[n]
+        total, secs = int(kv["conns"]), float(kv["connect_secs"])
+        fds = max(int(x) for x in (kv["entry_fds"] + "/" + kv["exit_fds"]).split("/"))
+        print(f"| {n} + {n} | {total} | {kv['per_proc'].replace('/', ' / ')} | {kv['entry_kib'].replace('/', ' / ')} | "
+              f"{kv['exit_kib'].replace('/', ' / ')} | {float(kv['kernel_kib']):.1f} | {secs:.2f} | {total / secs:.0f} | "
+              f"{fds} | {float(kv['others_cpu_pct']):.0f} |")
+        sysn = f"wsbridge-mio-x{n}"
+        lines.append(f"scenario=capacity_conns system={sysn} value={total} unit=conns ratio_vs_direct=n/a procs={n} per_process={kv['per_proc']} max_fds={fds}")
+        lines.append(f"scenario=capacity_user_mem system={sysn} value={sum(float(x) for x in kv['entry_kib'].split('/')) / n + sum(float(x) for x in kv['exit_kib'].split('/')) / n:.1f} "
+                     f"unit=KiB/conn ratio_vs_direct=n/a entry_per_process={kv['entry_kib']} exit_per_process={kv['exit_kib']}")
+        lines.append(f"scenario=capacity_kernel_mem system={sysn} value={float(kv['kernel_kib']):.1f} unit=KiB/conn ratio_vs_direct=n/a")
+        lines.append(f"scenario=capacity_setup_rate system={sysn} value={total / secs:.0f} unit=conn/s ratio_vs_direct=n/a secs={secs:.2f}")
 for (s, sc), why in sorted(failed.items()):
     lines.append(f"scenario={sc} system={s} value=failed unit=- ratio_vs_direct=n/a why={why.replace(' ', '_')}")
 print()
