@@ -172,8 +172,14 @@ struct LegIo {
     connecting: bool,
     /// When the connect started (for the connect-time metric).
     connect_started: Option<Instant>,
-    /// May have bytes (or EOF, or an error) to read: set by readable events, cleared by `WouldBlock`.
+    /// May have bytes (or EOF, or an error) to read: set by readable events, cleared by `WouldBlock`
+    /// or by a short read (see `hup`).
     readable: bool,
+    /// An event said the peer closed or the socket failed. Until then a read shorter than asked for
+    /// means the receive queue is empty: the next bytes, the peer's FIN or an error each raise a new
+    /// edge, so reading on until `WouldBlock` would only cost a syscall. After it, the FIN or error
+    /// raises no new edge, so reading goes on until EOF.
+    hup: bool,
     /// May take bytes: set by writable events, cleared by `WouldBlock`.
     writable: bool,
     /// EOF or a read error was seen: nothing more is read.
@@ -670,6 +676,9 @@ impl EventLoop {
         if r.readable || r.read_closed || r.error {
             l.readable = true;
         }
+        if r.read_closed || r.error {
+            l.hup = true;
+        }
         if r.writable || r.write_closed || r.error {
             l.writable = true;
         }
@@ -756,6 +765,9 @@ impl EventLoop {
                 }
                 Ok(n) => {
                     budget -= n;
+                    if n < want && !l.hup {
+                        l.readable = false;
+                    }
                     self.traffic_moved = true;
                     e.session.handle_input(leg, self.buf.take(n), now);
                     self.drain(key, now);
