@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::net::TcpStream;
-use mio::{Events, Interest, Poll, Registry, Waker};
+use mio::{Events, Interest, Poll, Waker};
 use wsbridge_core::session::{
     resolve_literal, Action, Delivery, DeliveryResult, Leg, ReadBuffer, Session, SessionFactory,
     Traffic,
@@ -197,11 +197,10 @@ fn slot(leg: Leg) -> usize {
     }
 }
 
-/// Deregisters and closes the leg's socket and forgets its state.
-fn close_leg(registry: &Registry, leg: &mut LegIo) {
-    if let Some(mut sock) = leg.sock.take() {
-        let _ = registry.deregister(&mut sock);
-    }
+/// Closes the leg's socket and forgets its state. Closing is what takes the socket out of the poll (no
+/// socket is ever duplicated), so no `deregister` syscall goes first. An event for it already fetched
+/// in this batch is delivered either way; readiness is only ever a hint to try.
+fn close_leg(leg: &mut LegIo) {
     *leg = LegIo::default();
 }
 
@@ -694,7 +693,6 @@ impl EventLoop {
 
     /// A connecting `Up` leg reported readiness: find out whether the connect worked.
     fn finish_connect(&mut self, key: Key, now: Instant) {
-        let registry = self.poll.registry();
         let Some(e) = self.sessions.get_mut(key) else {
             return;
         };
@@ -727,7 +725,7 @@ impl EventLoop {
                 e.session.handle_connected(now);
             }
             Err(kind) => {
-                close_leg(registry, l);
+                close_leg(l);
                 e.session.handle_connect_failed(kind, now);
             }
         }
@@ -960,7 +958,7 @@ impl EventLoop {
                 }
                 Action::Connect(addr) => {
                     let up = &mut e.legs[slot(Leg::Up)];
-                    close_leg(registry, up);
+                    close_leg(up);
                     let mut sock = match TcpStream::connect(addr) {
                         Ok(sock) => sock,
                         Err(err) => return Some(Followup::ConnectFailed(err.kind())),
@@ -1080,7 +1078,7 @@ impl EventLoop {
             self.directory.forget(&mail.ids, at);
         }
         for l in &mut e.legs {
-            close_leg(self.poll.registry(), l);
+            close_leg(l);
         }
         self.active.fetch_sub(1, Ordering::Relaxed);
         let counters = self.metrics.counters(self.index, e.listener);
