@@ -308,7 +308,7 @@ pub fn resolve_literal(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
 ///
 /// The space is initialized memory that keeps its length between reads, so it is zeroed only when it
 /// grows, not before every read: a read of a few bytes (a handshake, an echo, a keystroke) no longer
-/// costs a 64 KiB `memset`. Bytes handed out follow [`take_read`]'s rule: a small read is copied out
+/// costs a whole read chunk's `memset`. Bytes handed out follow [`take_read`]'s rule: a small read is copied out
 /// (the space stays whole), a large one is handed over with the whole allocation (no copy), and the
 /// next read gets a fresh space. Keeping the unread tail of that allocation as the next space would
 /// keep the allocation alive after the session dropped its bytes (tests/tests/tcp2ws_memory.rs saw
@@ -328,7 +328,9 @@ impl ReadBuffer {
     /// zeros): only the first `n` the read reports are meaningful.
     pub fn space(&mut self, want: usize) -> &mut [u8] {
         if self.buf.len() < want {
-            self.buf.resize(want, 0);
+            // A fresh buffer of exactly `want`: growing the old one would copy its stale bytes and
+            // could double its capacity, so an idle loop would keep up to twice the largest read.
+            self.buf = BytesMut::zeroed(want);
         }
         &mut self.buf[..want]
     }

@@ -28,10 +28,10 @@ const TOTAL: usize = 64 << 20;
 const CHUNK: usize = 64 << 10;
 /// What the bridge may hold beyond its two `buffer_size` queues while one direction is stalled. The
 /// queue limit is checked before a read, so one read overshoots it: the driver reads at most
-/// `READ_CHUNK` (64 KiB) per call. The backend's WebSocket engine keeps up to `max_read_buffer`
+/// `READ_CHUNK` (256 KiB) per call. The backend's WebSocket engine keeps up to `max_read_buffer`
 /// (64 KiB, default) of undecoded input, again checked before a read (+64 KiB). Frame headers, queue
-/// nodes and the allocator's rounding are small next to that; 256 KiB covers the 192 KiB above with room.
-const FIXED_OVERHEAD: usize = 256 << 10;
+/// nodes and the allocator's rounding are small next to that; 384 KiB covers the 320 KiB above with room.
+const FIXED_OVERHEAD: usize = 384 << 10;
 const LIMIT: usize = 2 * BUFFER_SIZE + FIXED_OVERHEAD;
 const T: Duration = Duration::from_secs(30);
 

@@ -3,9 +3,9 @@
 //! Per session it owns the two sockets and follows the calling order of
 //! [`wsbridge_core::session`] after every `handle_*` call ([`EventLoop::drain`]). Around that:
 //!
-//! - **Reads** go until `WouldBlock` (mio is edge-triggered), one `read` of at most 64 KiB at a time into a
-//!   reused [`ReadBuffer`] (small reads copied out, large ones split off), at most [`READ_BUDGET`] per
-//!   leg per event.
+//! - **Reads** go until `WouldBlock` (mio is edge-triggered) or a short read (see `LegIo::hup`), one
+//!   `read` of at most [`READ_CHUNK`] (256 KiB) at a time into a reused [`ReadBuffer`] (small reads
+//!   copied out, large ones split off), at most [`READ_BUDGET`] per leg per event.
 //!   A leg that hit its budget, or that the session stopped reading while the socket may still hold
 //!   bytes and now wants them again, goes on the revisit list, served on the next turn with a zero
 //!   poll timeout: edge-triggered readiness would not report it again.
