@@ -303,48 +303,6 @@ pub fn resolve_literal(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
     Some(vec![SocketAddr::new(ip, port)])
 }
 
-/// A runtime's reused read buffer, for one socket read at a time: [`ReadBuffer::space`] to read into,
-/// then [`ReadBuffer::take`] to hand what was read to a session.
-///
-/// The space is initialized memory that keeps its length between reads, so it is zeroed only when it
-/// grows, not before every read: a read of a few bytes (a handshake, an echo, a keystroke) no longer
-/// costs a whole read chunk's `memset`. Bytes handed out follow [`take_read`]'s rule: a small read is copied out
-/// (the space stays whole), a large one is handed over with the whole allocation (no copy), and the
-/// next read gets a fresh space. Keeping the unread tail of that allocation as the next space would
-/// keep the allocation alive after the session dropped its bytes (tests/tests/tcp2ws_memory.rs saw
-/// 60 KiB left over per loop).
-#[derive(Debug, Default)]
-pub struct ReadBuffer {
-    buf: BytesMut,
-}
-
-impl ReadBuffer {
-    /// An empty buffer; it grows at the first read.
-    pub fn new() -> ReadBuffer {
-        ReadBuffer::default()
-    }
-
-    /// Room for one read of at most `want` bytes. Its contents are stale bytes of earlier reads (or
-    /// zeros): only the first `n` the read reports are meaningful.
-    pub fn space(&mut self, want: usize) -> &mut [u8] {
-        if self.buf.len() < want {
-            // A fresh buffer of exactly `want`: growing the old one would copy its stale bytes and
-            // could double its capacity, so an idle loop would keep up to twice the largest read.
-            self.buf = BytesMut::zeroed(want);
-        }
-        &mut self.buf[..want]
-    }
-
-    /// The first `n` bytes of the last [`ReadBuffer::space`], as the session's own bytes.
-    pub fn take(&mut self, n: usize) -> BytesMut {
-        if n < SMALL_READ {
-            BytesMut::from(&self.buf[..n])
-        } else {
-            std::mem::take(&mut self.buf).split_to(n)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -404,27 +362,5 @@ mod tests {
         ] {
             assert_eq!(resolve_literal(other, 80), None, "{other}");
         }
-    }
-
-    #[test]
-    fn read_buffer_copies_small_reads_keeping_its_space_and_splits_off_large_ones() {
-        let mut rb = ReadBuffer::new();
-        let space = rb.space(64 << 10);
-        space[..3].copy_from_slice(b"abc");
-        let at = space.as_ptr();
-        assert_eq!(&rb.take(3)[..], b"abc");
-        // The same memory again, not zeroed anew: only the read's own bytes count.
-        let space = rb.space(64 << 10);
-        assert_eq!((space.as_ptr(), &space[..3]), (at, &b"abc"[..]));
-        space[..SMALL_READ].fill(7);
-        let big = rb.take(SMALL_READ);
-        assert_eq!(
-            (big.len(), big.as_ptr()),
-            (SMALL_READ, at),
-            "split off, not copied"
-        );
-        assert!(big.iter().all(|&b| b == 7));
-        // The space grows back for the next read.
-        assert_eq!(rb.space(64 << 10).len(), 64 << 10);
     }
 }

@@ -31,7 +31,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::io::{self, IoSlice, Read};
+use std::io::{self, IoSlice};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SendError, Sender};
@@ -42,12 +42,12 @@ use mio::event::Event;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Waker};
 use wsbridge_core::session::{
-    resolve_literal, Action, Delivery, DeliveryResult, Leg, ReadBuffer, Session, SessionFactory,
-    Traffic,
+    resolve_literal, Action, Delivery, DeliveryResult, Leg, Session, SessionFactory, Traffic,
 };
 
 use super::directory::{Address, Directory};
 use super::limits::{IpSlot, PerIp};
+use super::read_buffer::ReadBuffer;
 use super::resolver::Job;
 use super::slab::{Key, Slab, WAKER};
 use crate::io::{write_from, Outgoing, READ_CHUNK};
@@ -354,7 +354,7 @@ impl EventLoop {
             resolver,
             listeners,
             active,
-            buf: ReadBuffer::new(),
+            buf: ReadBuffer::default(),
             read_budget: READ_BUDGET,
             more_msgs: false,
             index,
@@ -753,7 +753,7 @@ impl EventLoop {
                 break;
             }
             let want = READ_CHUNK.min(budget);
-            match sock.read(self.buf.space(want)) {
+            match self.buf.recv(sock, want) {
                 Ok(0) => {
                     l.read_closed = true;
                     l.readable = false;
@@ -767,7 +767,7 @@ impl EventLoop {
                         l.readable = false;
                     }
                     self.traffic_moved = true;
-                    e.session.handle_input(leg, self.buf.take(n), now);
+                    e.session.handle_input(leg, self.buf.take(), now);
                     self.drain(key, now);
                 }
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {

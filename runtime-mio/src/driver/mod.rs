@@ -32,6 +32,7 @@ mod acceptor;
 mod directory;
 mod event_loop;
 mod limits;
+mod read_buffer;
 mod resolver;
 mod slab;
 #[cfg(test)]
