@@ -72,7 +72,7 @@ IDLE_SYSTEMS=(direct socat wsbridge-mio wsbridge-smol)
 IDLE_BIG_SYSTEMS=(direct socat wsbridge-mio wsbridge-smol)
 
 ONLY=",${BENCH_ONLY:-bulk,latency,churn,idle,capacity},"
-for s in ${BENCH_ONLY//,/ }; do
+for s in ${BENCH_ONLY:+${BENCH_ONLY//,/ }}; do
   case "$s" in
     bulk | latency | churn | idle | capacity) ;;
     *) echo "bench: error: BENCH_ONLY: unknown scenario $s" >&2; exit 2 ;;
