@@ -53,6 +53,7 @@
 mod registry;
 mod server;
 mod session_task;
+mod signals;
 #[cfg(test)]
 mod tests;
 

@@ -21,6 +21,7 @@ use wsbridge_core::ws2tcp::{Ws2TcpConfig, Ws2TcpFactory};
 
 use crate::registry::Registry;
 use crate::session_task::SessionTask;
+use crate::signals::{Phase, Signals};
 
 /// Most connections accepted from one listener per wake-up before the task yields.
 const ACCEPT_BUDGET: usize = 128;
@@ -145,6 +146,22 @@ impl Drop for Counted {
     }
 }
 
+/// What [`Server::adopt`] spawns: the session's task, then (dropped after it, sockets closed) its place
+/// in the count. A plain struct, so the executor's allocation per connection is these two and no
+/// `async` state besides.
+struct Spawned {
+    task: SessionTask,
+    _counted: Counted,
+}
+
+impl Future for Spawned {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        Pin::new(&mut self.task).poll(cx).map(drop)
+    }
+}
+
 /// `run` is accepting until dropped.
 struct Running<'a>(&'a Shared);
 
@@ -186,12 +203,9 @@ pub struct Server {
     /// Closed to stop accepting.
     stop_tx: Sender<()>,
     stop_rx: Receiver<()>,
-    /// Closed at the drain deadline: every session gets `handle_shutdown`.
-    shutdown_tx: Sender<()>,
-    shutdown_rx: Receiver<()>,
-    /// Closed [`SHUTDOWN_GRACE`] later: every session task ends.
-    kill_tx: Sender<()>,
-    kill_rx: Receiver<()>,
+    /// Raised to [`Phase::Shutdown`] at the drain deadline (every session gets `handle_shutdown`), to
+    /// [`Phase::Kill`] [`SHUTDOWN_GRACE`] later (every session task ends).
+    signals: Arc<Signals>,
     /// The ids the server's sessions registered, for deliveries between them.
     registry: Arc<Registry>,
 }
@@ -228,8 +242,6 @@ impl Server {
         }
         let (ended_tx, ended_rx) = channel::bounded(1);
         let (stop_tx, stop_rx) = channel::bounded(1);
-        let (shutdown_tx, shutdown_rx) = channel::bounded(1);
-        let (kill_tx, kill_rx) = channel::bounded(1);
         Ok(Server {
             local_addrs,
             listeners: Mutex::new(Some(bound)),
@@ -242,10 +254,7 @@ impl Server {
             }),
             stop_tx,
             stop_rx,
-            shutdown_tx,
-            shutdown_rx,
-            kill_tx,
-            kill_rx,
+            signals: Arc::default(),
             registry: Arc::default(),
         })
     }
@@ -315,11 +324,11 @@ impl Server {
         let Ok(sock) = Async::new(stream) else {
             return; // cannot register with the reactor: closed
         };
-        let signals = (self.shutdown_rx.clone(), self.kill_rx.clone());
+        let signals = self.signals.clone();
         let task = SessionTask::new(session, sock, signals, self.registry.clone());
-        ex.spawn(async move {
-            let _counted = counted;
-            task.run().await;
+        ex.spawn(Spawned {
+            task,
+            _counted: counted,
         })
         .detach();
     }
@@ -340,11 +349,11 @@ impl Server {
             return 0;
         }
         let left = self.active_connections();
-        self.shutdown_tx.close();
+        self.signals.raise(Phase::Shutdown);
         if self.wait_idle(Instant::now() + SHUTDOWN_GRACE).await {
             return left;
         }
-        self.kill_tx.close();
+        self.signals.raise(Phase::Kill);
         self.wait_idle(Instant::now() + KILL_GRACE).await;
         left
     }
@@ -380,7 +389,7 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.stop_tx.close();
-        self.kill_tx.close();
+        self.signals.raise(Phase::Kill);
     }
 }
 

@@ -5,12 +5,12 @@
 //!
 //! 1. **Work, synchronously.** Whatever the last wait reported is fed to the session (`handle_*`), and
 //!    after every input the outputs are drained in the order of the session contract
-//!    ([`wsbridge_core::session`]): actions (a resolve becomes a [`smol::unblock`] task, a connect an
-//!    [`Async::<TcpStream>::connect`] future — both kept in the task, not spawned apart), non-blocking
+//!    ([`wsbridge_core::session`]): actions (a resolve becomes a [`smol::unblock`] task, a connect a
+//!    [`connect`] future — both kept in the task, not spawned apart), non-blocking
 //!    vectored writes until `WouldBlock`, `shutdown(Write)` once a leg's queue is closed and empty, the
 //!    timer. Reads go into a reused per-thread buffer, at most [`READ_BUDGET`] per leg per wake-up.
-//! 2. **Wait, once.** [`SessionTask::poll_wait`] polls every source: the kill signal, the shutdown
-//!    signal (delivered once as [`Session::handle_shutdown`]; the task then runs on), the resolve, the
+//! 2. **Wait, once.** [`SessionTask::poll_wait`] polls every source: the server's [`Signals`] (kill,
+//!    or shutdown, delivered once as [`Session::handle_shutdown`]; the task then runs on), the resolve, the
 //!    connect, the inbox of deliveries (once the session registered an id), the reply to the oldest
 //!    delivery it sent, readability of each leg the session wants to read, writability of each leg
 //!    whose writes would block, and the timer. It records *everything* that is ready (async-io consumes a readiness
@@ -25,6 +25,14 @@
 //!
 //! Because nothing here awaits a write, a peer that stops reading never stalls the reads of the other leg:
 //! backpressure is the session's `wants_read`, never a blocked `write_all`.
+//!
+//! **Memory of an idle task** (issue #10). The executor's allocation for a session is a
+//! [`SessionTask`] (a hand-written future, so no `async` state is kept beside it) and its place in the
+//! server's count. What only some moments need — a resolve, a connect, deliveries — lives in an
+//! [`Extra`] box made on demand and dropped once empty. The server's shutdown and kill reach the task
+//! through one waker slot ([`Signals`]), not a channel listener per signal. Reads borrow the thread's
+//! [`ReadSpace`]. What is left per idle connection is the session, the task, async-io's registration
+//! of each socket and the timer's entry in async-io's timer list.
 
 use std::cell::RefCell;
 use std::collections::VecDeque;
@@ -33,16 +41,18 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream, ToSocketAddrs};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use async_io::{Async, Timer};
 use bytes::BytesMut;
-use futures_lite::{future, Stream};
+use futures_lite::Stream;
 use smol::channel::{self, Receiver, Sender, TrySendError};
-use wsbridge_core::session::{resolve_literal, take_read, Action, DeliveryResult, Leg, Session};
+use socket2::{Domain, Protocol, Socket, Type};
+use wsbridge_core::session::{resolve_literal, Action, DeliveryResult, Leg, Session, SMALL_READ};
 
 use crate::registry::{Incoming, Registry, INBOX};
+use crate::signals::{Listener, Phase, Signals};
 
 /// Bytes asked of the kernel per `read` call.
 pub(crate) const READ_CHUNK: usize = 64 * 1024;
@@ -56,11 +66,45 @@ const MAX_FOLLOWUPS: usize = 16;
 const DELIVERY_BUDGET: usize = 64;
 
 thread_local! {
-    /// The read buffer, shared by every session task that runs on this thread: the filled part is split
-    /// off (or, for a small read, copied out: `take_read`) and handed to the session, so idle sessions
-    /// hold no read buffer at all.
-    /// It is borrowed only around a single `read` call, never across an `.await` or a `handle_*` call.
-    static READ_BUF: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+    /// The read buffer, shared by every session task that runs on this thread, so idle sessions hold
+    /// no read buffer at all. It is borrowed only around a single `read` call, never across a wait or
+    /// a `handle_*` call.
+    static READ_BUF: RefCell<ReadSpace> = RefCell::new(ReadSpace::default());
+}
+
+/// Room for one socket read of up to [`READ_CHUNK`] bytes: zeroed when it is made, not before every
+/// read (a `read` of a few bytes — a keystroke, an echo — no longer pays a 64 KiB `memset`).
+///
+/// What a read filled goes to the session by `take_read`'s rule (`wsbridge_core::session`): a small
+/// read is copied out and the room stays; a large one leaves with the whole allocation (no copy) and
+/// the next read makes a fresh room. The room is always made at exactly `READ_CHUNK`, whatever the
+/// read asks for, and never grown. (An earlier, reverted attempt made the room at the size asked for
+/// — the rest of the read budget, after a large read had taken the room away — and grew it with
+/// `BytesMut::resize`, which doubles a too-small allocation: a thread could then keep up to
+/// 2 × `READ_CHUNK` for good, which tests/tests/tcp2ws_memory.rs, run under load where partial reads
+/// leave odd budget remainders, saw as heap still held after the session ended.)
+#[derive(Default)]
+struct ReadSpace {
+    /// `READ_CHUNK` zeroed-or-stale bytes, or empty once handed over.
+    buf: BytesMut,
+}
+
+impl ReadSpace {
+    /// One `read` of at most `want` (≤ `READ_CHUNK`) bytes from `sock`, as the session's own bytes;
+    /// empty at end of stream.
+    fn read(&mut self, mut sock: &TcpStream, want: usize) -> io::Result<BytesMut> {
+        if self.buf.len() != READ_CHUNK {
+            self.buf = BytesMut::zeroed(READ_CHUNK);
+        }
+        let n = sock.read(&mut self.buf[..want])?;
+        Ok(if n < SMALL_READ {
+            BytesMut::from(&self.buf[..n])
+        } else {
+            let mut all = std::mem::take(&mut self.buf);
+            all.truncate(n);
+            all
+        })
+    }
 }
 
 type Connecting = Pin<Box<dyn Future<Output = io::Result<Async<TcpStream>>> + Send>>;
@@ -131,36 +175,6 @@ struct Woken {
     shutdown: bool,
 }
 
-/// A signal from the server: a channel it closes (nothing is ever sent on it).
-struct ServerSignal {
-    rx: Pin<Box<Receiver<()>>>,
-    /// The waker the channel's listener was registered with (see [`ServerSignal::fired`]).
-    waker: Option<Waker>,
-}
-
-impl ServerSignal {
-    fn new(rx: Receiver<()>) -> Self {
-        ServerSignal {
-            rx: Box::pin(rx),
-            waker: None,
-        }
-    }
-
-    /// Whether the server closed the channel. The channel's listener is registered once per waker, not
-    /// on every poll: polling it takes a lock every session of the server shares, while `is_closed` is
-    /// one atomic load.
-    fn fired(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.rx.is_closed() {
-            return true;
-        }
-        if self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            return false; // registered, and the registration wakes this task
-        }
-        self.waker = Some(cx.waker().clone());
-        self.rx.as_mut().poll_next(cx).is_ready()
-    }
-}
-
 /// What a wait ended with.
 enum Wake {
     Ready(Woken),
@@ -178,91 +192,30 @@ pub(crate) enum Ended {
     Abandoned,
 }
 
-/// A session and everything it owns. See the module docs.
-pub(crate) struct SessionTask {
-    session: Box<dyn Session + Send>,
-    legs: [LegIo; 2],
+/// What a task needs only at some moments: a resolve or a connect in progress, deliveries. Made when
+/// needed and dropped once empty again ([`Extra::is_empty`]), so an idle task does not carry it.
+#[derive(Default)]
+struct Extra {
     connecting: Option<Connecting>,
     resolving: Option<Resolving>,
-    timer: Timer,
-    /// The deadline the timer is set to; `None`: not armed.
-    armed: Option<Instant>,
-    kill: ServerSignal,
-    /// Until it is delivered.
-    shutdown: Option<ServerSignal>,
-    abandoned: bool,
-    registry: Arc<Registry>,
     /// Made at the first `Register`.
     inbox: Option<Inbox>,
     /// One per `Deliver` not yet handed to the session, oldest first.
     replies: VecDeque<Reply>,
 }
 
-impl SessionTask {
-    /// A task for `session` on the accepted socket `down`; its session gets `handle_shutdown` when
-    /// `shutdown` is closed, and it ends early when `kill` is closed. Its session registers ids in, and
-    /// delivers through, `registry`.
-    pub fn new(
-        session: Box<dyn Session + Send>,
-        down: Async<TcpStream>,
-        (shutdown, kill): (Receiver<()>, Receiver<()>),
-        registry: Arc<Registry>,
-    ) -> Self {
-        SessionTask {
-            session,
-            legs: [LegIo::open(down), LegIo::default()],
-            connecting: None,
-            resolving: None,
-            timer: Timer::never(),
-            armed: None,
-            kill: ServerSignal::new(kill),
-            shutdown: Some(ServerSignal::new(shutdown)),
-            abandoned: false,
-            registry,
-            inbox: None,
-            replies: VecDeque::new(),
-        }
+impl Extra {
+    fn is_empty(&self) -> bool {
+        self.connecting.is_none()
+            && self.resolving.is_none()
+            && self.inbox.is_none()
+            && self.replies.is_empty()
     }
 
-    /// Drives the session until it is finished (or killed), then drops it with both sockets.
-    pub async fn run(mut self) -> Ended {
-        self.drain(Instant::now());
-        // Each turn waits for at least one event (or yields after a spent read budget), so this loop
-        // never spins; it ends with the session.
-        loop {
-            if self.abandoned {
-                return Ended::Abandoned;
-            }
-            if self.session.is_finished() {
-                return Ended::Finished;
-            }
-            let woken = match poll_fn(|cx| self.poll_wait(cx)).await {
-                Wake::Ready(w) => w,
-                Wake::Killed => return Ended::Killed,
-            };
-            if self.handle(woken, Instant::now()) {
-                future::yield_now().await;
-            }
-        }
-    }
-
-    /// The session has ended (or must be dropped): no more `handle_*` calls.
-    fn done(&self) -> bool {
-        self.abandoned || self.session.is_finished()
-    }
-
-    /// The single wait: polls every source and reports all that are ready.
-    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
-        if self.kill.fired(cx) {
-            return Poll::Ready(Wake::Killed);
-        }
-        let mut w = Woken::default();
+    /// [`SessionTask::poll_wait`]'s part for the resolve, the connect and deliveries: records what is
+    /// ready in `w`; true if anything was.
+    fn poll_wait(&mut self, cx: &mut Context<'_>, w: &mut Woken) -> bool {
         let mut any = false;
-        if self.shutdown.as_mut().is_some_and(|s| s.fired(cx)) {
-            self.shutdown = None;
-            w.shutdown = true;
-            any = true;
-        }
         if let Some(task) = self.resolving.as_mut() {
             if let Poll::Ready(result) = task.as_mut().poll(cx) {
                 self.resolving = None;
@@ -300,6 +253,73 @@ impl SessionTask {
             self.replies.pop_front();
             w.results.push(result);
             any = true;
+        }
+        any
+    }
+}
+
+/// A session and everything it owns. See the module docs.
+pub(crate) struct SessionTask {
+    session: Box<dyn Session + Send>,
+    legs: [LegIo; 2],
+    extra: Option<Box<Extra>>,
+    timer: Timer,
+    /// The deadline the timer is set to; `None`: not armed.
+    armed: Option<Instant>,
+    /// The server's shutdown and kill.
+    signals: Listener,
+    /// `handle_shutdown` was delivered.
+    shut_down: bool,
+    /// The first poll has drained what the session wants before any input.
+    started: bool,
+    abandoned: bool,
+    registry: Arc<Registry>,
+}
+
+impl SessionTask {
+    /// A task for `session` on the accepted socket `down`; its session gets `handle_shutdown` when
+    /// `signals` reach [`Phase::Shutdown`], and it ends early at [`Phase::Kill`]. Its session registers
+    /// ids in, and delivers through, `registry`.
+    pub fn new(
+        session: Box<dyn Session + Send>,
+        down: Async<TcpStream>,
+        signals: Arc<Signals>,
+        registry: Arc<Registry>,
+    ) -> Self {
+        SessionTask {
+            session,
+            legs: [LegIo::open(down), LegIo::default()],
+            extra: None,
+            timer: Timer::never(),
+            armed: None,
+            signals: Listener::new(signals),
+            shut_down: false,
+            started: false,
+            abandoned: false,
+            registry,
+        }
+    }
+
+    /// The session has ended (or must be dropped): no more `handle_*` calls.
+    fn done(&self) -> bool {
+        self.abandoned || self.session.is_finished()
+    }
+
+    /// The single wait: polls every source and reports all that are ready.
+    fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
+        let mut w = Woken::default();
+        let mut any = false;
+        match self.signals.poll(cx) {
+            Phase::Kill => return Poll::Ready(Wake::Killed),
+            Phase::Shutdown if !self.shut_down => {
+                self.shut_down = true;
+                w.shutdown = true;
+                any = true;
+            }
+            Phase::Shutdown | Phase::Running => {}
+        }
+        if let Some(extra) = self.extra.as_deref_mut() {
+            any |= extra.poll_wait(cx, &mut w);
         }
         for leg in Leg::BOTH {
             let l = &mut self.legs[slot(leg)];
@@ -409,19 +429,7 @@ impl SessionTask {
                 return true; // `readable` stays set: served again after a yield
             }
             let want = READ_CHUNK.min(budget);
-            let result = READ_BUF.with(|buf| {
-                let mut buf = buf.borrow_mut();
-                // Zeroed before every read, unlike the mio loop's `ReadBuffer`: with it, a loaded CI run
-                // of tests/tests/tcp2ws_memory.rs saw 40 KiB still held on smol after a session ended
-                // (tasks move between executor threads); until that is understood, the proven path.
-                buf.clear();
-                buf.resize(want, 0);
-                let mut s: &TcpStream = sock.get_ref();
-                let r = s.read(&mut buf[..]);
-                let n = *r.as_ref().unwrap_or(&0);
-                buf.truncate(n);
-                r.map(|_| take_read(&mut buf))
-            });
+            let result = READ_BUF.with(|buf| buf.borrow_mut().read(sock.get_ref(), want));
             match result {
                 Ok(data) if data.is_empty() => {
                     l.read_closed = true;
@@ -489,7 +497,7 @@ impl SessionTask {
     }
 
     /// The calling order of the session contract, once; stops early with a write error the session must
-    /// be told about. (Step 3, read interest, is the next wait; step 5 is checked by [`Self::run`].)
+    /// be told about. (Step 3, read interest, is the next wait; step 5 is checked by the task's `poll`.)
     fn drain_once(&mut self, now: Instant) -> Option<(Leg, io::ErrorKind)> {
         // 1. actions
         self.actions();
@@ -536,13 +544,17 @@ impl SessionTask {
         None
     }
 
+    fn extra(&mut self) -> &mut Extra {
+        self.extra.get_or_insert_with(Box::default)
+    }
+
     /// Step 1: turns the session's actions into futures this task polls in its wait.
     fn actions(&mut self) {
         while let Some(action) = self.session.poll_action() {
             match action {
                 Action::Resolve { host, port } => {
                     // A newer resolve replaces (and cancels) an older one.
-                    self.resolving = Some(match resolve_literal(&host, port) {
+                    self.extra().resolving = Some(match resolve_literal(&host, port) {
                         Some(addrs) => Box::pin(std::future::ready(Ok(addrs))),
                         None => Box::pin(smol::unblock(move || resolve(&host, port))),
                     });
@@ -550,10 +562,11 @@ impl SessionTask {
                 Action::Connect(addr) => {
                     // A new dial replaces whatever the `Up` leg was.
                     self.legs[slot(Leg::Up)] = LegIo::default();
-                    self.connecting = Some(Box::pin(Async::<TcpStream>::connect(addr)));
+                    self.extra().connecting = Some(Box::pin(connect(addr)));
                 }
                 Action::Register(id) => {
-                    let inbox = self.inbox.get_or_insert_with(|| {
+                    let extra = self.extra.get_or_insert_with(Box::default);
+                    let inbox = extra.inbox.get_or_insert_with(|| {
                         let (tx, rx) = channel::bounded(INBOX);
                         Inbox {
                             ids: Vec::new(),
@@ -579,8 +592,49 @@ impl SessionTask {
                             }
                         }
                     };
-                    self.replies.push_back(reply);
+                    self.extra().replies.push_back(reply);
                 }
+            }
+        }
+    }
+}
+
+/// Drives the session until it is finished (or killed); the owner then drops the task with both
+/// sockets.
+///
+/// Written by hand rather than as an `async fn`: the executor's allocation for the task is then this
+/// struct and nothing more, where an `async fn` (and the `async` block spawning it) would keep the
+/// task's state and every local that lives across its waits — about 1 KiB per connection in all.
+impl Future for SessionTask {
+    type Output = Ended;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Ended> {
+        let this = self.get_mut();
+        if !this.started {
+            this.started = true;
+            this.drain(Instant::now());
+        }
+        // Each turn waits for at least one event (or yields after a spent read budget), so this loop
+        // never spins; it ends with the session.
+        loop {
+            if this.abandoned {
+                return Poll::Ready(Ended::Abandoned);
+            }
+            if this.session.is_finished() {
+                return Poll::Ready(Ended::Finished);
+            }
+            if this.extra.as_ref().is_some_and(|extra| extra.is_empty()) {
+                this.extra = None; // drained: an idle task holds no more than it needs
+            }
+            let woken = match this.poll_wait(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Wake::Ready(w)) => w,
+                Poll::Ready(Wake::Killed) => return Poll::Ready(Ended::Killed),
+            };
+            if this.handle(woken, Instant::now()) {
+                // A spent read budget: let the executor's other tasks run first (`yield_now`).
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
             }
         }
     }
@@ -590,7 +644,7 @@ impl Drop for SessionTask {
     /// However the task ends: its ids are forgotten (before its sockets close), and deliveries still in
     /// its inbox are answered `Unknown`.
     fn drop(&mut self) {
-        if let Some(inbox) = self.inbox.take() {
+        if let Some(inbox) = self.extra.as_mut().and_then(|extra| extra.inbox.take()) {
             self.registry.forget(&inbox.ids, &inbox.tx);
             inbox.rx.close();
             // Bounded: the inbox is closed and holds at most `INBOX` deliveries.
@@ -631,6 +685,55 @@ fn write_out(
         }
     }
 }
+
+/// A TCP connection to `addr`, as async-io's `Async::<TcpStream>::connect` makes it (a non-blocking
+/// `connect`, then writability, then `SO_ERROR`), but waiting with [`Async::poll_writable`], the
+/// source's single waker slot. `connect` waits with `writable()`, which files its waker in the source's
+/// list of waiters: that list's allocation (96 bytes) then stays with the socket for as long as the
+/// connection lives.
+#[cfg(any(
+    target_os = "linux",
+    target_os = "android",
+    target_vendor = "apple",
+    windows
+))]
+async fn connect(addr: SocketAddr) -> io::Result<Async<TcpStream>> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_nonblocking(true)?;
+    match sock.connect(&addr.into()) {
+        Ok(()) => {}
+        // In progress (`EINPROGRESS`; `EWOULDBLOCK` on Windows).
+        Err(e)
+            if e.kind() == io::ErrorKind::WouldBlock || e.raw_os_error() == Some(EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let stream = Async::new_nonblocking(TcpStream::from(sock))?;
+    // The stream becomes writable when connected.
+    poll_fn(|cx| stream.poll_writable(cx)).await?;
+    match stream.get_ref().take_error()? {
+        None => Ok(stream),
+        Some(e) => Err(e),
+    }
+}
+
+/// Elsewhere, async-io's own connect (its waiter list stays allocated, see above).
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_vendor = "apple",
+    windows
+)))]
+async fn connect(addr: SocketAddr) -> io::Result<Async<TcpStream>> {
+    Async::<TcpStream>::connect(addr).await
+}
+
+/// `EINPROGRESS`, which std does not name (its `io::ErrorKind::InProgress` is not stable).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const EINPROGRESS: i32 = 115;
+#[cfg(target_vendor = "apple")]
+const EINPROGRESS: i32 = 36;
+#[cfg(windows)]
+const EINPROGRESS: i32 = 10036; // WSAEINPROGRESS; a non-blocking connect reports WSAEWOULDBLOCK
 
 /// The system resolver's answer for `host` (a name or an address literal in any spelling it accepts),
 /// run on smol's blocking thread pool.

@@ -43,3 +43,15 @@ fn run_is_once_and_a_server_stopped_before_it_runs_returns_at_once() {
     let zero = Server::bind(vec![spec()], RuntimeOptions { max_connections: 0 });
     assert!(zero.is_err());
 }
+
+/// What an idle connection costs the executor is its task's allocation, and that is a
+/// [`SessionTask`](crate::session_task::SessionTask) and its place in the count: no `async` state
+/// around it (it is a hand-written future), and the resolve, the connect and deliveries are boxed
+/// apart while they last (issue #10). 192 bytes on 64-bit targets when this was written.
+#[cfg(target_pointer_width = "64")]
+#[test]
+fn an_idle_session_task_is_small() {
+    use crate::session_task::SessionTask;
+    let size = std::mem::size_of::<SessionTask>();
+    assert!(size <= 200, "SessionTask is {size} bytes");
+}
