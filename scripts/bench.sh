@@ -457,7 +457,7 @@ print("Churn: connections opened, used (one byte each way, checked) and closed f
       "fixed target) carries WebSocket clients. SYN drops = the kernel's ListenDrops and TCP retransmits "
       "during the run (a 1 s p99 beside them is a dropped SYN, not the relay).")
 print()
-print("| system | clients | max connections/s | vs direct | p50 ms | p99 ms | at goal rate: connections/s | p50 ms | p99 ms | listen drops / retransmits |")
+print("| system | clients | max connections/s | vs direct | p50 ms | p99 ms | at goal rate: connections/s | p50 ms | p99 ms | listen drops / retransmits (max, at goal rate) |")
 print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 for s in list(ALL) + ["ws2tcp-json", "ws2tcp-static", "websockify", "websocat-ws-l"]:
     kv, kr = churn.get((s, "closed")), churn.get((s, "rate"))
