@@ -15,7 +15,11 @@
 //! `others_cpu_pct` is the share of the machine's CPUs that other processes used meanwhile (a check
 //! that the run was quiet). Any short, long or corrupted stream is an error (exit 1).
 
-mod bench_util;
+mod bench_util {
+    pub mod flags;
+    pub mod proc;
+    pub mod stream;
+}
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -23,10 +27,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bench_util::{
-    cpu_ticks, die, expected_checksum, median, pattern, wait_childless, Checksum, Flags, OthersCpu,
-    PATTERN_LEN,
-};
+use bench_util::flags::{die, Flags};
+use bench_util::proc::{children, try_cpu_ticks, OthersCpu};
+use bench_util::stream::{expected_checksum, pattern, Checksum, PATTERN_LEN};
 
 /// Bytes per write and per read.
 const CHUNK: usize = 256 << 10;
@@ -267,4 +270,28 @@ fn recv_stream(mut s: &TcpStream, deadline: Instant) -> io::Result<Checksum> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// [`try_cpu_ticks`], exiting with a message if the process cannot be read.
+fn cpu_ticks(pid: u32) -> u64 {
+    try_cpu_ticks(pid).unwrap_or_else(|| die(&format!("/proc/{pid}/stat: cannot read it")))
+}
+
+/// Waits (at most `limit`) until a process has no children left: a forking relay's per-connection
+/// processes have exited and been reaped, so their CPU time is in the parent's `cutime`/`cstime`.
+fn wait_childless(pid: u32, limit: Duration) -> bool {
+    let end = Instant::now() + limit;
+    while !children(pid).is_empty() {
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
+/// The median of some numbers (the lower middle one for an even count).
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len().saturating_sub(1) / 2).copied().unwrap_or(0.0)
 }

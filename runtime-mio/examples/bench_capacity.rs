@@ -31,7 +31,11 @@
 //! held, `kernel_kib` the kernel's memory gained system-wide per connection (every socket of the
 //! chain, load generator included).
 
-mod bench_util;
+mod bench_util {
+    pub mod flags;
+    pub mod mem;
+    pub mod proc;
+}
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
@@ -41,7 +45,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bench_util::{die, kernel_kib, pss_kib, Flags, OthersCpu};
+use bench_util::flags::{die, Flags};
+use bench_util::mem::{kernel_kib, pss_kib};
+use bench_util::proc::OthersCpu;
 use socket2::{Domain, Protocol, Socket, Type};
 
 fn main() {

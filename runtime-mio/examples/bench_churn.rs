@@ -28,7 +28,10 @@
 //! over the run: a 1 s (or 3 s) p99 next to a non-zero count is the kernel dropping a SYN, not the
 //! relay. Any failed connection is an error (exit 1).
 
-mod bench_util;
+mod bench_util {
+    pub mod flags;
+    pub mod stats;
+}
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -37,7 +40,8 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bench_util::{die, quantile, Flags};
+use bench_util::flags::{die, Flags};
+use bench_util::stats::quantile;
 
 /// How the workers start connections.
 #[derive(Clone, Copy)]

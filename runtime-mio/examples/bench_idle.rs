@@ -17,7 +17,11 @@
 //! after − before, over conns, and `others_cpu_pct` the share of the CPUs other processes used.
 //! This process holds 2 × conns descriptors (the client and the target ends).
 
-mod bench_util;
+mod bench_util {
+    pub mod flags;
+    pub mod mem;
+    pub mod proc;
+}
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -26,7 +30,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bench_util::{die, kernel_kib, tree_pss_kib, Flags, OthersCpu};
+use bench_util::flags::{die, Flags};
+use bench_util::mem::{kernel_kib, pss_kib};
+use bench_util::proc::{tree, OthersCpu};
 
 /// Connections in flight (connected here, not yet at the target) at most: keeps every accept backlog on
 /// the way (128 for a std listener such as the target's) from overflowing into 1 s SYN retransmits.
@@ -191,4 +197,9 @@ fn echo_all(near: &[TcpStream], far: &[TcpStream], deadline: Instant) -> io::Res
         }
     }
     Ok(())
+}
+
+/// PSS of a process and every descendant, KiB (a forking relay's per-connection processes count).
+fn tree_pss_kib(pid: u32) -> u64 {
+    tree(pid).into_iter().map(pss_kib).sum()
 }

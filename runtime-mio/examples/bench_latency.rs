@@ -14,14 +14,18 @@
 //! set `TCP_NODELAY`. Pinning is the caller's business (`taskset -c 0` on every process): this only
 //! labels the line.
 
-mod bench_util;
+mod bench_util {
+    pub mod flags;
+    pub mod stats;
+}
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use bench_util::{die, quantile, Flags};
+use bench_util::flags::{die, Flags};
+use bench_util::stats::quantile;
 
 fn main() {
     let f = Flags::from_env();
