@@ -14,9 +14,15 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use mio::{Events, Interest, Poll, Token};
+use wsbridge_core::http::head::HeadReader;
+use wsbridge_core::ws::handshake::{ClientHandshake, HandshakeError};
+use wsbridge_core::ws::{Event, Role, Utf8Bytes, WebSocket};
+use wsbridge_core::Entropy;
+use wsbridge_mio::{write_from, OsEntropy};
 
-use common::{App, Conn, Status};
+use common::{config, App, Conn, Echo, Io, Opened, Opening, Status, Step, HANDSHAKE_TIMEOUT};
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -43,8 +49,14 @@ fn run(url: &str, agent: &str) -> Result<(), String> {
     let agent = percent_encode(agent);
     let mut poll = Poll::new().map_err(|e| e.to_string())?;
 
-    let count = match session(&mut poll, host, addr, "/getCaseCount", App::FirstText(None))? {
-        App::FirstText(Some(text)) => text
+    let count = match session(
+        &mut poll,
+        host,
+        addr,
+        "/getCaseCount",
+        Task::FirstText(None),
+    )? {
+        Task::FirstText(Some(text)) => text
             .as_str()
             .trim()
             .parse::<u32>()
@@ -55,13 +67,13 @@ fn run(url: &str, agent: &str) -> Result<(), String> {
     let started = Instant::now();
     for case in 1..=count {
         let path = format!("/runCase?case={case}&agent={agent}");
-        session(&mut poll, host, addr, &path, App::Echo)?;
+        session(&mut poll, host, addr, &path, Task::Echo)?;
         if case % 50 == 0 || case == count {
             println!("{case}/{count} cases done ({:.1?})", started.elapsed());
         }
     }
     let path = format!("/updateReports?agent={agent}");
-    session(&mut poll, host, addr, &path, App::Discard)?;
+    session(&mut poll, host, addr, &path, Task::Discard)?;
     println!("reports updated");
     Ok(())
 }
@@ -72,20 +84,20 @@ fn session(
     host: &str,
     addr: SocketAddr,
     path: &str,
-    app: App,
-) -> Result<App, String> {
+    task: Task,
+) -> Result<Task, String> {
     let err = |e: io::Error| format!("{path}: {e}");
     // A blocking connect keeps the example short; the connection itself is non-blocking.
     let sock = std::net::TcpStream::connect(addr).map_err(err)?;
     sock.set_nodelay(true).map_err(err)?;
     sock.set_nonblocking(true).map_err(err)?;
     let sock = mio::net::TcpStream::from_std(sock);
-    let mut conn =
-        Conn::dial(sock, host, path, app, Instant::now()).map_err(|e| format!("{path}: {e}"))?;
+    let dial = Dial::new(host, path, Instant::now()).map_err(|e| format!("{path}: {e}"))?;
+    let mut conn = Conn::new(sock, dial, task);
     let token = Token(0);
     poll.registry()
         .register(
-            &mut conn.sock,
+            &mut conn.io.sock,
             token,
             Interest::READABLE | Interest::WRITABLE,
         )
@@ -113,8 +125,102 @@ fn session(
             conn.pump(now)
         };
     }
-    poll.registry().deregister(&mut conn.sock).map_err(err)?;
-    Ok(conn.into_app())
+    poll.registry().deregister(&mut conn.io.sock).map_err(err)?;
+    Ok(conn.app)
+}
+
+/// What a connection does with the messages it receives.
+enum Task {
+    /// Send every message back.
+    Echo,
+    /// Keep the first text message, ignore the rest.
+    FirstText(Option<Utf8Bytes>),
+    /// Ignore everything.
+    Discard,
+}
+
+impl App for Task {
+    fn on_event(&mut self, ws: &mut WebSocket, event: Event) {
+        match (self, event) {
+            (Task::Echo, event) => Echo.on_event(ws, event),
+            (Task::FirstText(slot @ None), Event::Text(text)) => *slot = Some(text),
+            _ => {}
+        }
+    }
+}
+
+/// The client's opening handshake: write the upgrade request, then read and check the response.
+struct Dial {
+    request: Bytes,
+    handshake: ClientHandshake,
+    entropy: Box<dyn Entropy + Send>,
+    head: HeadReader,
+    deadline: Instant,
+}
+
+impl Dial {
+    /// Requests `path` from `host` (the `Host` header).
+    fn new(host: &str, path: &str, now: Instant) -> Result<Dial, HandshakeError> {
+        let cfg = config();
+        let mut entropy: Box<dyn Entropy + Send> = Box::new(OsEntropy::new());
+        let (handshake, request) = ClientHandshake::new(&mut *entropy, host, path, &[], &[])?;
+        Ok(Dial {
+            request,
+            handshake,
+            entropy,
+            head: HeadReader::new(cfg.max_head_size, cfg.max_headers),
+            deadline: now + HANDSHAKE_TIMEOUT,
+        })
+    }
+}
+
+impl Opening for Dial {
+    const SERVER: bool = false;
+
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    fn step(&mut self, io: &mut Io, _now: Instant) -> Opened {
+        if !self.request.is_empty() {
+            if !io.writable {
+                return Opened::Pending(Step::Idle);
+            }
+            match write_from(&mut io.sock, &mut self.request) {
+                Ok(f) if f.blocked => io.writable = false,
+                Ok(_) => {}
+                Err(e) => {
+                    eprintln!("writing the upgrade request: {e}");
+                    return Opened::Done { linger: false };
+                }
+            }
+            return Opened::Pending(if self.request.is_empty() {
+                Step::Progress
+            } else {
+                Step::Idle
+            });
+        }
+        let Some(step) = io.read_head(&mut self.head) else {
+            eprintln!("the server closed the connection during the handshake");
+            return Opened::Done { linger: false };
+        };
+        let response = match self.head.poll_response() {
+            Ok(None) => return Opened::Pending(step),
+            Ok(Some(response)) => self.handshake.validate(&response),
+            Err(e) => Err(HandshakeError::Response(e)),
+        };
+        if let Err(e) = response {
+            eprintln!("handshake failed: {e}");
+            return Opened::Done { linger: false };
+        }
+        let entropy = std::mem::replace(&mut self.entropy, Box::new(OsEntropy::new()));
+        let mut ws = WebSocket::new(Role::Client(entropy), &config());
+        ws.handle_input(self.head.take_remainder());
+        Opened::Open {
+            ws: Box::new(ws),
+            head: Bytes::new(),
+        }
+    }
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, for a query value.

@@ -13,12 +13,95 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token};
+use wsbridge_core::http::head::HeadReader;
+use wsbridge_core::ws::handshake::{accept_response, validate_upgrade};
+use wsbridge_core::ws::{Role, WebSocket};
+use wsbridge_mio::write_from;
 
-use common::{App, Conn, Status};
+use common::{config, Echo, Io, Opened, Opening, Status, Step, HANDSHAKE_TIMEOUT, LINGER};
+
+type Conn = common::Conn<Accept, Echo>;
 
 const LISTENER: Token = Token(usize::MAX);
+
+/// The server's opening handshake: read the upgrade request, then accept it or refuse it with an HTTP
+/// error response.
+enum Accept {
+    /// Reading the upgrade request.
+    Reading { head: HeadReader, deadline: Instant },
+    /// Writing an HTTP error response.
+    Refusing { response: Bytes, deadline: Instant },
+}
+
+impl Accept {
+    /// A freshly accepted socket's: the first bytes are the upgrade request.
+    fn new(now: Instant) -> Accept {
+        let cfg = config();
+        Accept::Reading {
+            head: HeadReader::new(cfg.max_head_size, cfg.max_headers),
+            deadline: now + HANDSHAKE_TIMEOUT,
+        }
+    }
+}
+
+impl Opening for Accept {
+    const SERVER: bool = true;
+
+    fn deadline(&self) -> Instant {
+        match self {
+            Accept::Reading { deadline, .. } | Accept::Refusing { deadline, .. } => *deadline,
+        }
+    }
+
+    fn step(&mut self, io: &mut Io, now: Instant) -> Opened {
+        match self {
+            Accept::Reading { head, .. } => {
+                let Some(step) = io.read_head(head) else {
+                    return Opened::Done { linger: false };
+                };
+                let request = match head.poll_request() {
+                    Ok(None) => return Opened::Pending(step),
+                    Ok(Some(request)) => validate_upgrade(&request),
+                    Err(e) => Err(e),
+                };
+                match request {
+                    Ok(info) => {
+                        let mut ws = WebSocket::new(Role::Server, &config());
+                        ws.handle_input(head.take_remainder());
+                        Opened::Open {
+                            ws: Box::new(ws),
+                            head: accept_response(&info, None, &[]),
+                        }
+                    }
+                    Err(e) => {
+                        eprintln!("refusing the upgrade: {e}");
+                        *self = Accept::Refusing {
+                            response: e.response(),
+                            deadline: now + LINGER,
+                        };
+                        Opened::Pending(Step::Progress)
+                    }
+                }
+            }
+            Accept::Refusing { response, .. } => {
+                if !io.writable {
+                    return Opened::Pending(Step::Idle);
+                }
+                match write_from(&mut io.sock, response) {
+                    Ok(f) if f.blocked => {
+                        io.writable = false;
+                        Opened::Pending(Step::Idle)
+                    }
+                    Ok(_) => Opened::Done { linger: true },
+                    Err(_) => Opened::Done { linger: false },
+                }
+            }
+        }
+    }
+}
 
 /// Connections indexed by their token; freed slots are reused.
 #[derive(Default)]
@@ -147,10 +230,13 @@ fn accept_all(
         };
         // Echoes of small messages must not wait for Nagle.
         let _ = sock.set_nodelay(true);
-        let i = conns.insert(Conn::accept(sock, App::Echo, now));
+        let i = conns.insert(Conn::new(sock, Accept::new(now), Echo));
         let conn = conns.get_mut(i).expect("just inserted");
         let interest = Interest::READABLE | Interest::WRITABLE;
-        match poll.registry().register(&mut conn.sock, Token(i), interest) {
+        match poll
+            .registry()
+            .register(&mut conn.io.sock, Token(i), interest)
+        {
             Ok(()) => touched.push(i),
             Err(e) => {
                 eprintln!("register: {e}");
@@ -166,7 +252,7 @@ fn settle(poll: &Poll, conns: &mut Slab, busy: &mut Vec<usize>, i: usize, status
         Status::Busy => busy.push(i),
         Status::Done => {
             if let Some(mut conn) = conns.remove(i) {
-                let _ = poll.registry().deregister(&mut conn.sock);
+                let _ = poll.registry().deregister(&mut conn.io.sock);
             }
         }
     }

@@ -1,5 +1,6 @@
-//! Shared by `echo_server` and `echo_client`: one connection's life on a mio socket (opening handshake,
-//! WebSocket pump with backpressure, lingering close) and the echo itself.
+//! Shared by `echo_server` and `echo_client`: one connection's life on a mio socket (an opening handshake,
+//! WebSocket pump with backpressure, lingering close) and the echo itself. Each side brings its own
+//! [`Opening`] (accept or dial) and [`App`].
 //!
 //! A connection is driven by three calls from the event loop:
 //! - [`Conn::ready`] records a readiness event (mio is edge-triggered: the flags stay set until a read or
@@ -8,21 +9,14 @@
 //!   still busy (call again soon) or done (drop it);
 //! - [`Conn::on_timeout`] once [`Conn::deadline`] has passed.
 
-// Each example uses one side (accept or dial) of what is here.
-#![allow(dead_code)]
-
-use std::io;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use mio::net::TcpStream;
 use wsbridge_core::http::head::HeadReader;
-use wsbridge_core::ws::handshake::{
-    accept_response, validate_upgrade, ClientHandshake, HandshakeError,
-};
-use wsbridge_core::ws::{Event, Role, Utf8Bytes, WebSocket};
-use wsbridge_core::{Entropy, WsConfig};
-use wsbridge_mio::{read_available, write_from, OsEntropy, ReadOutcome};
+use wsbridge_core::ws::{Event, WebSocket};
+use wsbridge_core::WsConfig;
+use wsbridge_mio::{read_available, write_from, ReadOutcome};
 
 /// Largest incoming frame and message (the Autobahn cases go up to 16 MiB).
 pub const MAX_SIZE: usize = 16 << 20;
@@ -37,9 +31,9 @@ const READ_BUDGET: usize = 256 << 10;
 /// Steps per `pump` before yielding to other connections.
 const ROUNDS: usize = 16;
 /// How long the opening handshake may take.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for the peer's EOF after our side is done, so our last bytes are not lost to an RST.
-const LINGER: Duration = Duration::from_secs(2);
+pub const LINGER: Duration = Duration::from_secs(2);
 
 /// The engine limits both examples use.
 pub fn config() -> WsConfig {
@@ -50,34 +44,59 @@ pub fn config() -> WsConfig {
     }
 }
 
-/// What a connection does with the messages it receives.
-#[derive(Debug)]
-pub enum App {
-    /// Send every message back with its type; binary pieces are sent as they arrive.
-    Echo,
-    /// Keep the first text message, ignore the rest.
-    FirstText(Option<Utf8Bytes>),
-    /// Ignore everything.
-    Discard,
+/// What a connection does with the messages it receives. Failures are logged before they get here;
+/// pings are answered and Close is replied to by the engine.
+pub trait App {
+    fn on_event(&mut self, ws: &mut WebSocket, event: Event);
 }
 
-impl App {
-    /// Takes events while less than `HIGH_WATER` bytes wait to be written (backpressure: undecoded input
-    /// then stays in the engine, which stops asking for more once its read buffer is full).
-    fn drain(&mut self, ws: &mut WebSocket) {
-        while ws.buffered_amount() < HIGH_WATER {
-            let Some(event) = ws.poll_event() else { break };
-            match (&mut *self, event) {
-                // A refused send means the connection is closing; there is nothing left to echo to.
-                (App::Echo, Event::Text(text)) => drop(ws.send_text(text)),
-                (App::Echo, Event::Binary { data, fin }) => drop(ws.send_binary(data, fin)),
-                (App::FirstText(slot @ None), Event::Text(text)) => *slot = Some(text),
-                (_, Event::Failed(e)) => eprintln!("connection failed: {e:?}"),
-                // Pings are answered and Close is replied to by the engine.
-                _ => {}
-            }
+/// Sends every message back with its type; binary pieces are sent as they arrive.
+pub struct Echo;
+
+impl App for Echo {
+    fn on_event(&mut self, ws: &mut WebSocket, event: Event) {
+        match event {
+            // A refused send means the connection is closing; there is nothing left to echo to.
+            Event::Text(text) => drop(ws.send_text(text)),
+            Event::Binary { data, fin } => drop(ws.send_binary(data, fin)),
+            _ => {}
         }
     }
+}
+
+/// Takes events while less than `HIGH_WATER` bytes wait to be written (backpressure: undecoded input then
+/// stays in the engine, which stops asking for more once its read buffer is full).
+fn drain(app: &mut impl App, ws: &mut WebSocket) {
+    while ws.buffered_amount() < HIGH_WATER {
+        let Some(event) = ws.poll_event() else { break };
+        match event {
+            Event::Failed(e) => eprintln!("connection failed: {e:?}"),
+            event => app.on_event(ws, event),
+        }
+    }
+}
+
+/// One side's opening handshake: the server reads the upgrade request (or refuses it), the client
+/// writes its request and reads the response.
+pub trait Opening {
+    /// Whether this is the server side, which shuts its side down first when done (RFC 6455 §7.1.1); a
+    /// client waits for the server.
+    const SERVER: bool;
+    /// When the handshake (or the refusal) gives up.
+    fn deadline(&self) -> Instant;
+    /// One step of the handshake.
+    fn step(&mut self, io: &mut Io, now: Instant) -> Opened;
+}
+
+/// The outcome of one [`Opening::step`].
+pub enum Opened {
+    /// Still opening.
+    Pending(Step),
+    /// The WebSocket, with `head` (the 101, for a server) still to write ahead of any frame.
+    Open { ws: Box<WebSocket>, head: Bytes },
+    /// Failed or refused; `linger`: our last bytes (a refusal) are written, so wait for the peer's EOF
+    /// before closing.
+    Done { linger: bool },
 }
 
 /// What [`Conn::pump`] left behind.
@@ -91,26 +110,48 @@ pub enum Status {
     Done,
 }
 
+/// The outcome of one step.
+pub enum Step {
+    Progress,
+    Idle,
+    Done,
+}
+
+/// The socket and what is known of its readiness.
+pub struct Io {
+    /// The socket, for (de)registering with the poll.
+    pub sock: TcpStream,
+    /// A read may make progress (cleared by `WouldBlock`).
+    pub readable: bool,
+    /// A write may make progress (cleared by a blocked write).
+    pub writable: bool,
+    peer_eof: bool,
+    rbuf: BytesMut,
+}
+
+impl Io {
+    /// Reads what is available into `head`. `None`: the peer closed or the read failed.
+    pub fn read_head(&mut self, head: &mut HeadReader) -> Option<Step> {
+        if !self.readable {
+            return Some(Step::Idle);
+        }
+        match read_available(&mut self.sock, &mut self.rbuf, READ_BUDGET) {
+            ReadOutcome::Data(data) => {
+                head.feed(&data);
+                Some(Step::Progress)
+            }
+            ReadOutcome::WouldBlock => {
+                self.readable = false;
+                Some(Step::Idle)
+            }
+            ReadOutcome::Eof | ReadOutcome::Error(_) => None,
+        }
+    }
+}
+
 /// The phases of one connection.
-enum State {
-    /// Server: reading the upgrade request.
-    Accepting {
-        head: HeadReader,
-        deadline: Instant,
-    },
-    /// Client: writing the upgrade request, then reading the response.
-    Dialing {
-        request: Bytes,
-        handshake: ClientHandshake,
-        entropy: Box<dyn Entropy + Send>,
-        head: HeadReader,
-        deadline: Instant,
-    },
-    /// Server: writing an HTTP error response, then lingering.
-    Refusing {
-        response: Bytes,
-        deadline: Instant,
-    },
+enum State<O> {
+    Opening(O),
     /// The WebSocket; `head` is the 101 still to write ahead of any frame; `flush_deadline` bounds how
     /// long the last bytes may take once the engine is closed.
     Open {
@@ -125,90 +166,43 @@ enum State {
     Done,
 }
 
-/// The outcome of one step.
-enum Step {
-    Progress,
-    Idle,
-    Done,
-}
-
 /// One connection. See the module docs.
-pub struct Conn {
-    /// The socket, for (de)registering with the poll.
-    pub sock: TcpStream,
-    app: App,
-    state: State,
-    /// Server side: shut our side down first when done (RFC 6455 §7.1.1); a client waits for the server.
-    server: bool,
-    readable: bool,
-    writable: bool,
-    peer_eof: bool,
-    rbuf: BytesMut,
+pub struct Conn<O, A> {
+    pub io: Io,
+    /// The application state (e.g. the captured text).
+    pub app: A,
+    state: State<O>,
 }
 
-impl Conn {
-    /// A freshly accepted socket; the first bytes are the upgrade request.
-    pub fn accept(sock: TcpStream, app: App, now: Instant) -> Conn {
-        let cfg = config();
-        let head = HeadReader::new(cfg.max_head_size, cfg.max_headers);
-        let deadline = now + HANDSHAKE_TIMEOUT;
-        Conn::new(sock, app, State::Accepting { head, deadline }, true)
-    }
-
-    /// A connected socket to `host` (the `Host` header) on which we request `path`.
-    pub fn dial(
-        sock: TcpStream,
-        host: &str,
-        path: &str,
-        app: App,
-        now: Instant,
-    ) -> Result<Conn, HandshakeError> {
-        let cfg = config();
-        let mut entropy: Box<dyn Entropy + Send> = Box::new(OsEntropy::new());
-        let (handshake, request) = ClientHandshake::new(&mut *entropy, host, path, &[], &[])?;
-        let state = State::Dialing {
-            request,
-            handshake,
-            entropy,
-            head: HeadReader::new(cfg.max_head_size, cfg.max_headers),
-            deadline: now + HANDSHAKE_TIMEOUT,
-        };
-        Ok(Conn::new(sock, app, state, false))
-    }
-
-    fn new(sock: TcpStream, app: App, state: State, server: bool) -> Conn {
+impl<O: Opening, A: App> Conn<O, A> {
+    /// A connected socket that starts with `opening`.
+    pub fn new(sock: TcpStream, opening: O, app: A) -> Self {
         Conn {
-            sock,
+            io: Io {
+                sock,
+                // Optimistic: the first read or write finds out, and `WouldBlock` clears the flag.
+                readable: true,
+                writable: true,
+                peer_eof: false,
+                rbuf: BytesMut::new(),
+            },
             app,
-            state,
-            server,
-            // Optimistic: the first read or write finds out, and `WouldBlock` clears the flag.
-            readable: true,
-            writable: true,
-            peer_eof: false,
-            rbuf: BytesMut::new(),
+            state: State::Opening(opening),
         }
-    }
-
-    /// The application state (e.g. the captured text), once the connection is done.
-    pub fn into_app(self) -> App {
-        self.app
     }
 
     /// Records a readiness event. Errors and hang-ups count as both: the next read or write reports them.
     pub fn ready(&mut self, event: &mio::event::Event) {
         let broken = event.is_error();
-        self.readable |= event.is_readable() || event.is_read_closed() || broken;
-        self.writable |= event.is_writable() || event.is_write_closed() || broken;
+        self.io.readable |= event.is_readable() || event.is_read_closed() || broken;
+        self.io.writable |= event.is_writable() || event.is_write_closed() || broken;
     }
 
     /// When [`Conn::on_timeout`] must be called next.
     pub fn deadline(&self) -> Option<Instant> {
         match &self.state {
-            State::Accepting { deadline, .. }
-            | State::Dialing { deadline, .. }
-            | State::Refusing { deadline, .. }
-            | State::Linger { deadline } => Some(*deadline),
+            State::Opening(opening) => Some(opening.deadline()),
+            State::Linger { deadline } => Some(*deadline),
             State::Open {
                 ws, flush_deadline, ..
             } => match (ws.poll_timeout(), *flush_deadline) {
@@ -255,124 +249,46 @@ impl Conn {
 
     fn step(&mut self, now: Instant) -> Step {
         match &mut self.state {
-            State::Accepting { head, .. } => {
-                let Some(step) =
-                    read_head(&mut self.sock, &mut self.rbuf, &mut self.readable, head)
-                else {
-                    return Step::Done;
-                };
-                let request = match head.poll_request() {
-                    Ok(None) => return step,
-                    Ok(Some(request)) => validate_upgrade(&request),
-                    Err(e) => Err(e),
-                };
-                self.state = match request {
-                    Ok(info) => {
-                        let mut ws = WebSocket::new(Role::Server, &config());
-                        ws.handle_input(head.take_remainder());
-                        State::Open {
-                            ws: Box::new(ws),
-                            head: accept_response(&info, None, &[]),
-                            flush_deadline: None,
-                        }
-                    }
-                    Err(e) => {
-                        eprintln!("refusing the upgrade: {e}");
-                        State::Refusing {
-                            response: e.response(),
-                            deadline: now + LINGER,
-                        }
-                    }
-                };
-                Step::Progress
-            }
-            State::Dialing {
-                request,
-                handshake,
-                entropy,
-                head,
-                ..
-            } => {
-                if !request.is_empty() {
-                    if !self.writable {
-                        return Step::Idle;
-                    }
-                    match write_from(&mut self.sock, request) {
-                        Ok(f) if f.blocked => self.writable = false,
-                        Ok(_) => {}
-                        Err(e) => return fail("writing the upgrade request", e),
-                    }
-                    return if request.is_empty() {
-                        Step::Progress
-                    } else {
-                        Step::Idle
+            State::Opening(opening) => match opening.step(&mut self.io, now) {
+                Opened::Pending(step) => step,
+                Opened::Open { ws, head } => {
+                    self.state = State::Open {
+                        ws,
+                        head,
+                        flush_deadline: None,
                     };
+                    Step::Progress
                 }
-                let Some(step) =
-                    read_head(&mut self.sock, &mut self.rbuf, &mut self.readable, head)
-                else {
-                    eprintln!("the server closed the connection during the handshake");
-                    return Step::Done;
-                };
-                let response = match head.poll_response() {
-                    Ok(None) => return step,
-                    Ok(Some(response)) => handshake.validate(&response),
-                    Err(e) => Err(HandshakeError::Response(e)),
-                };
-                if let Err(e) = response {
-                    eprintln!("handshake failed: {e}");
-                    return Step::Done;
-                }
-                let entropy = std::mem::replace(entropy, Box::new(OsEntropy::new()));
-                let mut ws = WebSocket::new(Role::Client(entropy), &config());
-                ws.handle_input(head.take_remainder());
-                self.state = State::Open {
-                    ws: Box::new(ws),
-                    head: Bytes::new(),
-                    flush_deadline: None,
-                };
-                Step::Progress
-            }
-            State::Refusing { response, .. } => {
-                if !self.writable {
-                    return Step::Idle;
-                }
-                match write_from(&mut self.sock, response) {
-                    Ok(f) if f.blocked => {
-                        self.writable = false;
-                        Step::Idle
-                    }
-                    Ok(_) => self.linger(now),
-                    Err(_) => Step::Done,
-                }
-            }
+                Opened::Done { linger: true } => self.linger(now),
+                Opened::Done { linger: false } => Step::Done,
+            },
             State::Open {
                 ws,
                 head,
                 flush_deadline,
             } => {
                 let mut progress = false;
-                if self.readable && ws.wants_read() {
-                    match read_available(&mut self.sock, &mut self.rbuf, READ_BUDGET) {
+                if self.io.readable && ws.wants_read() {
+                    match read_available(&mut self.io.sock, &mut self.io.rbuf, READ_BUDGET) {
                         ReadOutcome::Data(data) => {
                             ws.handle_input(data);
                             progress = true;
                         }
-                        ReadOutcome::WouldBlock => self.readable = false,
+                        ReadOutcome::WouldBlock => self.io.readable = false,
                         ReadOutcome::Eof => {
                             ws.handle_eof();
-                            self.peer_eof = true;
-                            self.readable = false;
+                            self.io.peer_eof = true;
+                            self.io.readable = false;
                             progress = true;
                         }
                         ReadOutcome::Error(_) => return Step::Done,
                     }
                 }
-                self.app.drain(ws);
-                if self.writable {
-                    let flushed = match write_from(&mut self.sock, head) {
+                drain(&mut self.app, ws);
+                if self.io.writable {
+                    let flushed = match write_from(&mut self.io.sock, head) {
                         Ok(f) if !f.blocked => {
-                            write_from(&mut self.sock, &mut **ws).map(|g| (f, g))
+                            write_from(&mut self.io.sock, &mut **ws).map(|g| (f, g))
                         }
                         Ok(f) => Ok((f, f)),
                         Err(e) => Err(e),
@@ -381,7 +297,7 @@ impl Conn {
                         Ok((f, g)) => {
                             progress |= f.written > 0 || g.written > 0;
                             if g.blocked {
-                                self.writable = false;
+                                self.io.writable = false;
                             }
                         }
                         Err(_) => return Step::Done,
@@ -401,13 +317,13 @@ impl Conn {
                 }
             }
             State::Linger { .. } => {
-                if !self.readable {
+                if !self.io.readable {
                     return Step::Idle;
                 }
-                match read_available(&mut self.sock, &mut self.rbuf, READ_BUDGET) {
+                match read_available(&mut self.io.sock, &mut self.io.rbuf, READ_BUDGET) {
                     ReadOutcome::Data(_) => Step::Progress,
                     ReadOutcome::WouldBlock => {
-                        self.readable = false;
+                        self.io.readable = false;
                         Step::Idle
                     }
                     ReadOutcome::Eof | ReadOutcome::Error(_) => Step::Done,
@@ -421,11 +337,11 @@ impl Conn {
     /// our Close); both then read and discard until the peer's EOF, so that unread input does not turn
     /// the final close into an RST that could destroy our last bytes in flight.
     fn linger(&mut self, now: Instant) -> Step {
-        if self.server {
+        if O::SERVER {
             // Fails only if the peer is already gone, which the lingering read will find out.
-            let _ = self.sock.shutdown(std::net::Shutdown::Write);
+            let _ = self.io.sock.shutdown(std::net::Shutdown::Write);
         }
-        if self.peer_eof {
+        if self.io.peer_eof {
             return Step::Done;
         }
         self.state = State::Linger {
@@ -433,32 +349,4 @@ impl Conn {
         };
         Step::Progress
     }
-}
-
-/// Reads what is available into `head`. `None`: the peer closed or the read failed.
-fn read_head(
-    sock: &mut TcpStream,
-    rbuf: &mut BytesMut,
-    readable: &mut bool,
-    head: &mut HeadReader,
-) -> Option<Step> {
-    if !*readable {
-        return Some(Step::Idle);
-    }
-    match read_available(sock, rbuf, READ_BUDGET) {
-        ReadOutcome::Data(data) => {
-            head.feed(&data);
-            Some(Step::Progress)
-        }
-        ReadOutcome::WouldBlock => {
-            *readable = false;
-            Some(Step::Idle)
-        }
-        ReadOutcome::Eof | ReadOutcome::Error(_) => None,
-    }
-}
-
-fn fail(what: &str, e: io::Error) -> Step {
-    eprintln!("{what}: {e}");
-    Step::Done
 }
