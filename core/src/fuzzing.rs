@@ -1014,12 +1014,15 @@ pub fn upgrade_request(data: &[u8]) {
         .expect("our 101 is complete");
     assert!(reader.take_remainder().is_empty(), "bytes after our 101");
     assert_eq!(head.status, 101);
-    assert!(head.has_token("upgrade", "websocket") && head.has_token("connection", "upgrade"));
+    assert!(
+        head.headers.has_token("upgrade", "websocket")
+            && head.headers.has_token("connection", "upgrade")
+    );
     assert_eq!(
-        head.header_str("sec-websocket-accept"),
+        head.headers.get_str("sec-websocket-accept"),
         Some(accept_key(info.key.as_bytes()).as_str())
     );
-    assert_eq!(head.header_str("sec-websocket-protocol"), protocol);
+    assert_eq!(head.headers.get_str("sec-websocket-protocol"), protocol);
 }
 
 /// The fixed entropy of the client whose handshake `upgrade_response` answers.

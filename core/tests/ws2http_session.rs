@@ -227,7 +227,12 @@ impl Harness {
                 return out;
             };
             let rest = r.take_remainder();
-            let len: usize = head.header_str("content-length").unwrap().parse().unwrap();
+            let len: usize = head
+                .headers
+                .get_str("content-length")
+                .unwrap()
+                .parse()
+                .unwrap();
             if rest.len() < len {
                 return out;
             }
@@ -310,11 +315,11 @@ fn frames_are_posted_in_order_with_types_and_the_send_header() {
     );
     assert_eq!(p.head.host(), Some("backend.test"));
     assert_eq!(
-        p.head.header_str("content-type"),
+        p.head.headers.get_str("content-type"),
         Some("text/plain;charset=UTF-8")
     );
     assert_eq!(
-        p.head.header_str("ws-bridge-send"),
+        p.head.headers.get_str("ws-bridge-send"),
         Some(h.send_url().as_str())
     );
     assert_eq!(&p.body[..], b"hello");
@@ -327,7 +332,7 @@ fn frames_are_posted_in_order_with_types_and_the_send_header() {
     let posts = h.posts();
     assert_eq!(posts.len(), 1);
     assert_eq!(
-        posts[0].head.header_str("content-type"),
+        posts[0].head.headers.get_str("content-type"),
         Some("application/octet-stream")
     );
     assert_eq!(&posts[0].body[..], &[0, 1, 2]);
@@ -370,7 +375,7 @@ fn non_2xx_closes_the_client_then_posts_the_disconnect() {
     let d = &posts[0];
     assert_eq!(d.head.target, "/disconnect");
     assert_eq!(
-        d.head.header_str("ws-bridge-send"),
+        d.head.headers.get_str("ws-bridge-send"),
         Some(h.send_url().as_str())
     );
     assert!(d.body.is_empty());

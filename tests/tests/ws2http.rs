@@ -134,11 +134,12 @@ fn serve(mut s: impl Read + Write, tx: &mpsc::Sender<Got>, count: &AtomicUsize) 
         let req =
             Request::parse(&buf[..head_end], 64).expect("a valid request head from the bridge");
         let len: usize = req
-            .header_str("content-length")
+            .headers
+            .get_str("content-length")
             .map(|v| v.trim().parse().expect("a numeric Content-Length"))
             .unwrap_or(0);
         assert!(
-            req.header("transfer-encoding").is_none(),
+            req.headers.get("transfer-encoding").is_none(),
             "the bridge sends Content-Length"
         );
         while buf.len() < head_end + len {
@@ -154,8 +155,8 @@ fn serve(mut s: impl Read + Write, tx: &mpsc::Sender<Got>, count: &AtomicUsize) 
         let got = Got {
             method: req.method.clone(),
             path: req.path().to_owned(),
-            content_type: req.header_str("content-type").map(str::to_owned),
-            send: req.header_str("ws-bridge-send").map(str::to_owned),
+            content_type: req.headers.get_str("content-type").map(str::to_owned),
+            send: req.headers.get_str("ws-bridge-send").map(str::to_owned),
             body,
         };
         let fail = got.path.starts_with("/fail");

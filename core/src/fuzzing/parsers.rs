@@ -238,8 +238,8 @@ fn ws2http_upgrade(raw: &[u8], now: Instant) {
     .expect("a valid allowlist");
     let url = |param: &str, header: &str, legacy: &str| {
         req.query_param(param)
-            .or_else(|| req.header_str(header).map(str::to_owned))
-            .or_else(|| req.header_str(legacy).map(str::to_owned))
+            .or_else(|| req.headers.get_str(header).map(str::to_owned))
+            .or_else(|| req.headers.get_str(legacy).map(str::to_owned))
             .and_then(|raw| HttpUrl::parse(&raw).ok())
             .filter(|u| allowlist.allows(u))
     };

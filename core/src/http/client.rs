@@ -424,7 +424,7 @@ impl ResponseReader {
                             .map_err(|why| HttpError::new(502, why))?
                     };
                     let keep_alive = head.version == 1
-                        && !head.has_token("connection", "close")
+                        && !head.headers.has_token("connection", "close")
                         && kind != BodyKind::UntilClose;
                     let body = BodyDecoder::new(kind, self.max_body).map_err(body_error)?;
                     self.state = Reading::Body {

@@ -128,7 +128,7 @@ mod tests {
             reader.feed(&bytes);
             let head = reader.poll_response().expect("valid").expect("complete");
             assert_eq!(head.status, status);
-            assert_eq!(head.header_str("content-length"), Some("12"));
+            assert_eq!(head.headers.get_str("content-length"), Some("12"));
             assert_eq!(&reader.take_remainder()[..], b"some reason\n");
         }
     }

@@ -78,35 +78,14 @@ impl Request {
         None
     }
 
-    /// The first value of header `name` (ASCII case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.get(name)
-    }
-
-    /// The first value of header `name` as UTF-8.
-    pub fn header_str(&self, name: &str) -> Option<&str> {
-        self.headers.get_str(name)
-    }
-
-    /// Every value of header `name`, in order.
-    pub fn headers_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers.get_all(name)
-    }
-
-    /// True when the comma-separated list header `name` contains `token` (ASCII case-insensitive) in any
-    /// of its occurrences.
-    pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.headers.has_token(name, token)
-    }
-
     /// The `Host` header as UTF-8.
     pub fn host(&self) -> Option<&str> {
-        self.header_str("host")
+        self.headers.get_str("host")
     }
 
     /// The `Origin` header as UTF-8 (browsers send it on every WebSocket upgrade).
     pub fn origin(&self) -> Option<&str> {
-        self.header_str("origin")
+        self.headers.get_str("origin")
     }
 }
 
@@ -162,11 +141,11 @@ mod tests {
         assert_eq!(r.version, 1);
         assert_eq!(r.host(), Some("server.example.com"));
         assert_eq!(r.origin(), None);
-        assert_eq!(r.header("UPGRADE"), Some(&b"websocket"[..]));
-        assert_eq!(r.header_str("x-a"), Some("1"));
-        let all: Vec<&[u8]> = r.headers_all("X-A").collect();
+        assert_eq!(r.headers.get("UPGRADE"), Some(&b"websocket"[..]));
+        assert_eq!(r.headers.get_str("x-a"), Some("1"));
+        let all: Vec<&[u8]> = r.headers.get_all("X-A").collect();
         assert_eq!(all, vec![&b"1"[..], &b"2"[..]], "values are trimmed");
-        assert!(r.has_token("connection", "upgrade"));
+        assert!(r.headers.has_token("connection", "upgrade"));
         let names: Vec<&str> = r.headers.iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["Host", "Upgrade", "Connection", "X-A", "x-a"]);
     }

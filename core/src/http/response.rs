@@ -52,27 +52,6 @@ impl ResponseHead {
             headers,
         })
     }
-
-    /// The first value of header `name` (ASCII case-insensitive).
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.get(name)
-    }
-
-    /// The first value of header `name` as UTF-8.
-    pub fn header_str(&self, name: &str) -> Option<&str> {
-        self.headers.get_str(name)
-    }
-
-    /// Every value of header `name`, in order.
-    pub fn headers_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers.get_all(name)
-    }
-
-    /// True when the comma-separated list header `name` contains `token` (ASCII case-insensitive) in any
-    /// of its occurrences.
-    pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.headers.has_token(name, token)
-    }
 }
 
 /// A complete HTTP/1.1 response to serialize: status line, headers, `Content-Length`, body.
@@ -201,10 +180,10 @@ mod tests {
         assert_eq!(h.status, 101);
         assert_eq!(h.reason, "Switching Protocols");
         assert_eq!(h.version, 1);
-        assert_eq!(h.header("upgrade"), Some(&b"websocket"[..]));
-        assert_eq!(h.header_str("CONNECTION"), Some("Upgrade"));
-        assert!(h.has_token("connection", "upgrade"));
-        assert_eq!(h.headers_all("upgrade").count(), 1);
+        assert_eq!(h.headers.get("upgrade"), Some(&b"websocket"[..]));
+        assert_eq!(h.headers.get_str("CONNECTION"), Some("Upgrade"));
+        assert!(h.headers.has_token("connection", "upgrade"));
+        assert_eq!(h.headers.get_all("upgrade").count(), 1);
     }
 
     #[test]
@@ -299,7 +278,7 @@ mod tests {
                 .count();
             prop_assert_eq!(head.headers.len(), kept + 1);
             let expected_len = body.len().to_string();
-            prop_assert_eq!(head.header_str("content-length"), Some(expected_len.as_str()));
+            prop_assert_eq!(head.headers.get_str("content-length"), Some(expected_len.as_str()));
             prop_assert_eq!(&bytes[end..], &body[..]);
         }
 

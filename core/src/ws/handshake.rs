@@ -93,20 +93,20 @@ pub fn validate_upgrade(req: &Request) -> Result<UpgradeInfo, HttpError> {
     if req.headers.count("host") != 1 {
         return Err(HttpError::new(400, "exactly one Host header required"));
     }
-    if !req.has_token("upgrade", "websocket") {
+    if !req.headers.has_token("upgrade", "websocket") {
         return Err(HttpError::new(426, "WebSocket upgrade required"));
     }
-    if !req.has_token("connection", "upgrade") {
+    if !req.headers.has_token("connection", "upgrade") {
         return Err(HttpError::new(400, "Connection header must list Upgrade"));
     }
     if req.headers.count("sec-websocket-version") != 1
-        || req.header("sec-websocket-version") != Some(b"13")
+        || req.headers.get("sec-websocket-version") != Some(b"13")
     {
         return Err(HttpError::new(426, "Sec-WebSocket-Version 13 required"));
     }
     let key: &str = match (
         req.headers.count("sec-websocket-key"),
-        req.header_str("sec-websocket-key"),
+        req.headers.get_str("sec-websocket-key"),
     ) {
         (1, Some(key)) if BASE64.decode(key).is_ok_and(|k| k.len() == 16) => key,
         _ => return Err(HttpError::new(400, "invalid Sec-WebSocket-Key")),
@@ -323,14 +323,14 @@ impl ClientHandshake {
         if resp.status != 101 {
             return Err(HandshakeError::Status(resp.status));
         }
-        if !resp.has_token("upgrade", "websocket") {
+        if !resp.headers.has_token("upgrade", "websocket") {
             return Err(HandshakeError::Upgrade);
         }
-        if !resp.has_token("connection", "upgrade") {
+        if !resp.headers.has_token("connection", "upgrade") {
             return Err(HandshakeError::Connection);
         }
         if resp.headers.count("sec-websocket-accept") != 1
-            || resp.header("sec-websocket-accept") != Some(self.expected_accept.as_bytes())
+            || resp.headers.get("sec-websocket-accept") != Some(self.expected_accept.as_bytes())
         {
             return Err(HandshakeError::Accept);
         }
@@ -340,7 +340,8 @@ impl ClientHandshake {
         match resp.headers.count("sec-websocket-protocol") {
             0 => Ok(None),
             1 => resp
-                .header_str("sec-websocket-protocol")
+                .headers
+                .get_str("sec-websocket-protocol")
                 .and_then(|chosen| self.protocols.iter().find(|p| p.as_str() == chosen))
                 .map(|p| Some(p.clone()))
                 .ok_or(HandshakeError::Protocol),
@@ -502,7 +503,7 @@ mod tests {
         let bytes = e.response();
         let head = response(&bytes);
         assert_eq!(head.status, 426);
-        assert_eq!(head.header_str("sec-websocket-version"), Some("13"));
+        assert_eq!(head.headers.get_str("sec-websocket-version"), Some("13"));
     }
 
     #[test]
@@ -595,7 +596,7 @@ mod tests {
         assert_eq!(req.target, "/ws?x=1");
         assert_eq!(req.host(), Some("backend.example:8080"));
         assert_eq!(req.origin(), Some("https://edge.example"));
-        assert_eq!(req.header_str("x-forwarded-for"), Some("203.0.113.7"));
+        assert_eq!(req.headers.get_str("x-forwarded-for"), Some("203.0.113.7"));
         assert_eq!(hs.validate(&response(&resp)), Ok(Some("binary".to_owned())));
     }
 
@@ -605,7 +606,8 @@ mod tests {
         let (_, b) = client(&[]);
         assert_eq!(a, b, "same entropy, same bytes");
         let key = request(std::str::from_utf8(&a).expect("ASCII"))
-            .header_str("sec-websocket-key")
+            .headers
+            .get_str("sec-websocket-key")
             .map(str::to_owned)
             .expect("key sent");
         let mut expected = [0u8; 16];

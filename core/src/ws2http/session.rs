@@ -200,8 +200,8 @@ impl Ws2HttpSession {
         let (param, header, legacy) = names;
         let raw = req
             .query_param(param)
-            .or_else(|| req.header_str(header).map(str::to_owned))
-            .or_else(|| req.header_str(legacy).map(str::to_owned))
+            .or_else(|| req.headers.get_str(header).map(str::to_owned))
+            .or_else(|| req.headers.get_str(legacy).map(str::to_owned))
             .ok_or_else(|| (400, format!("missing required header: \"{header}\"\n")))?;
         let url = HttpUrl::parse(&raw).map_err(|_| {
             (
@@ -290,10 +290,11 @@ impl Ws2HttpSession {
             Ok(b) => b,
             Err(_) => return self.answer(413, "body too large\n", EndReason::Normal),
         };
-        let text = protocol::is_utf8_text(req.header("content-type"));
+        let text = protocol::is_utf8_text(req.headers.get("content-type"));
         if req.version == 1
             && req
-                .header("expect")
+                .headers
+                .get("expect")
                 .is_some_and(|e| e.eq_ignore_ascii_case(b"100-continue"))
             && !body.is_done()
         {

@@ -1055,7 +1055,7 @@ impl Session for Ws2TcpSession {
 /// for a page (no page at its path, or it asks for `Upgrade: websocket`): it goes on to the upgrade.
 fn page_response(cfg: &Ws2TcpConfig, req: &Request) -> Option<(Bytes, EndReason)> {
     let page = cfg.static_page(req.path())?;
-    if req.has_token("upgrade", "websocket") {
+    if req.headers.has_token("upgrade", "websocket") {
         return None;
     }
     let head_only: bool = match req.method.as_str() {
