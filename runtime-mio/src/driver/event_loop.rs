@@ -226,6 +226,8 @@ struct Entry {
     reported: Traffic,
     /// The handshake time was counted.
     established: bool,
+    /// The client a PROXY protocol header named was logged.
+    client_logged: bool,
     /// Its per-address slot, freed when the entry is dropped at close.
     _ip_slot: Option<Box<IpSlot>>,
 }
@@ -629,6 +631,7 @@ impl EventLoop {
             mail: None,
             reported: Traffic::default(),
             established: false,
+            client_logged: false,
             _ip_slot: ip_slot,
         }) {
             Ok(key) => key,
@@ -917,6 +920,21 @@ impl EventLoop {
                     .counters(self.index, e.listener)
                     .handshake
                     .observe(at.saturating_duration_since(e.started));
+            }
+        }
+
+        // (log) the client a PROXY protocol header named, once: the `event=accepted` line could only
+        // name the socket's peer, the load balancer
+        if !e.client_logged {
+            if let Some(client) = e.session.client() {
+                e.client_logged = true;
+                crate::log!(
+                    Debug,
+                    "mode={} conn={} peer={client} event=proxied via={}",
+                    self.listeners[e.listener].factory.mode(),
+                    e.session.connection_id(),
+                    e.peer
+                );
             }
         }
 
