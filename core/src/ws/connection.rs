@@ -131,7 +131,7 @@ pub enum CloseReply {
 }
 
 /// The close handshake.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum CloseState {
     /// Both directions open.
     Open,
@@ -139,20 +139,21 @@ enum CloseState {
     /// `close` sends the reply (then `Closed`).
     Received,
     /// We sent Close and wait for the peer's; incoming data is still delivered. The wait ends after
-    /// `close_timeout` without input, so a long tail is not cut off.
-    Sent(QuietDeadline),
+    /// `close_timeout` without input, so a long tail is not cut off. Boxed: an open connection keeps
+    /// only the tag.
+    Sent(Box<QuietDeadline>),
     /// Both Closes exchanged, the connection failed, the wait timed out, or the transport ended.
     Closed,
 }
 
 impl CloseState {
     /// Input is still decoded.
-    fn reads(self) -> bool {
+    fn reads(&self) -> bool {
         matches!(self, CloseState::Open | CloseState::Sent(_))
     }
 
     /// Data frames may still be sent.
-    fn sends(self) -> bool {
+    fn sends(&self) -> bool {
         matches!(self, CloseState::Open | CloseState::Received)
     }
 }
@@ -174,8 +175,9 @@ pub struct WebSocket {
     decoder: Decoder,
     /// Undecoded input.
     rx: BytesMut,
-    /// Input that arrived while `rx` still held a partial frame and is not contiguous with it.
-    rx_next: BytesMut,
+    /// Input that arrived while `rx` still held a partial frame and is not contiguous with it; never
+    /// empty when present. Boxed: it is rare, and an idle connection keeps only a null pointer.
+    rx_next: Option<Box<BytesMut>>,
     peer_eof: bool,
     out: OutQueue,
     /// The block frame headers (and small frames) are carved from; dropped when `out` drains, so an
@@ -200,7 +202,7 @@ impl WebSocket {
                 config.max_message_size,
             ),
             rx: BytesMut::new(),
-            rx_next: BytesMut::new(),
+            rx_next: None,
             peer_eof: false,
             out: OutQueue::new(),
             arena: BytesMut::new(),
@@ -224,7 +226,7 @@ impl WebSocket {
     }
 
     fn undecoded(&self) -> usize {
-        self.rx.len() + self.rx_next.len()
+        self.rx.len() + self.rx_next.as_ref().map_or(0, |next| next.len())
     }
 
     /// Bytes read from the transport. Passing ownership lets payload be handed on without a copy; a driver
@@ -237,10 +239,10 @@ impl WebSocket {
         if let CloseState::Sent(wait) = &mut self.state {
             wait.progress();
         }
-        if !self.rx_next.is_empty() {
-            self.rx_next.unsplit(data);
+        if let Some(next) = &mut self.rx_next {
+            next.unsplit(data);
         } else if let Err(data) = self.rx.try_unsplit(data) {
-            self.rx_next = data;
+            self.rx_next = Some(Box::new(data));
         }
     }
 
@@ -261,7 +263,7 @@ impl WebSocket {
 
     /// When [`WebSocket::handle_timeout`] must be called next: while waiting for the peer's Close.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match self.state {
+        match &self.state {
             CloseState::Sent(wait) => Some(wait.deadline()),
             _ => None,
         }
@@ -297,15 +299,20 @@ impl WebSocket {
             if let Some(item) = self.decoder.decode(&mut self.rx)? {
                 return Ok(Some(item));
             }
-            if self.rx_next.is_empty() {
+            let Some(next) = &mut self.rx_next else {
                 self.release_read_buffer();
                 return Ok(None);
-            }
-            if self.rx.is_empty() {
-                self.rx = std::mem::take(&mut self.rx_next);
+            };
+            if self.rx.is_empty() || next.len() <= SEAM {
+                // Taken whole: no seam to copy across, or only a small piece.
+                let next = *self.rx_next.take().expect("checked above");
+                if self.rx.is_empty() {
+                    self.rx = next;
+                } else {
+                    self.rx.extend_from_slice(&next);
+                }
             } else {
-                let n = SEAM.min(self.rx_next.len());
-                self.rx.extend_from_slice(&self.rx_next.split_to(n));
+                self.rx.extend_from_slice(&next.split_to(SEAM));
             }
         }
     }
@@ -335,7 +342,7 @@ impl WebSocket {
             }
             Decoded::Pong(payload) => Event::Pong(payload),
             Decoded::Close(frame) => {
-                self.state = match (self.state, self.close_reply) {
+                self.state = match (&self.state, self.close_reply) {
                     (CloseState::Open, CloseReply::Deferred) => CloseState::Received,
                     (CloseState::Open, CloseReply::Immediate) => {
                         // Echo the status (RFC 6455 §5.5.1); no status is answered with no status.
@@ -381,7 +388,9 @@ impl WebSocket {
     /// connection is closed.
     pub fn close(&mut self, frame: Option<&CloseFrame>, now: Instant) -> Result<(), SendError> {
         let next = match self.state {
-            CloseState::Open => CloseState::Sent(QuietDeadline::new(now, self.close_timeout)),
+            CloseState::Open => {
+                CloseState::Sent(Box::new(QuietDeadline::new(now, self.close_timeout)))
+            }
             CloseState::Received => CloseState::Closed,
             CloseState::Sent(_) | CloseState::Closed => return Err(SendError::Closed),
         };
@@ -470,7 +479,7 @@ impl WebSocket {
     /// Nothing more is decoded once closed: release the input buffers.
     fn drop_input(&mut self) {
         self.rx = BytesMut::new();
-        self.rx_next = BytesMut::new();
+        self.rx_next = None;
     }
 
     fn mask_key(&mut self) -> Option<[u8; 4]> {
@@ -543,6 +552,14 @@ impl WebSocket {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue #10: every bridged connection keeps one of these. The rarely used parts (the second input
+    /// buffer, the close deadline, a fragmented text message) are boxed.
+    #[test]
+    fn an_open_connection_is_small() {
+        let size = std::mem::size_of::<WebSocket>();
+        assert!(size <= 272, "WebSocket is {size} bytes");
+    }
 
     #[test]
     fn an_idle_connection_keeps_no_buffer_once_drained() {

@@ -132,8 +132,8 @@ enum Position {
     Data {
         message: DataKind,
         fin: bool,
+        /// The masking key, rotated so that its first byte masks the next payload byte.
         mask: Option<[u8; 4]>,
-        offset: u64,
         remaining: u64,
     },
     /// The peer broke the protocol; nothing more is decoded.
@@ -154,8 +154,16 @@ enum Message {
     None,
     /// A binary message is open; its pieces were already handed out.
     Binary,
-    /// A text message is open, reassembled in `buf` and checked by `utf8`.
-    Text { buf: BytesMut, utf8: Utf8Validator },
+    /// A text message is open; what arrived of it so far, if anything did (boxed: a message that comes
+    /// in one piece needs none, and an idle decoder keeps only the tag).
+    Text(Option<Box<TextMessage>>),
+}
+
+/// A text message being reassembled in `buf` and checked by `utf8` (the pieces so far).
+#[derive(Debug)]
+struct TextMessage {
+    buf: BytesMut,
+    utf8: Utf8Validator,
 }
 
 /// Decodes one direction of a WebSocket stream. See the module docs.
@@ -259,15 +267,12 @@ impl Decoder {
                 return Err(ProtocolError::UnexpectedContinuation)
             }
             (OpCode::Continuation, Message::Binary) => DataKind::Binary,
-            (OpCode::Continuation, Message::Text { .. }) => DataKind::Text,
-            (OpCode::Text | OpCode::Binary, Message::Binary | Message::Text { .. }) => {
+            (OpCode::Continuation, Message::Text(_)) => DataKind::Text,
+            (OpCode::Text | OpCode::Binary, Message::Binary | Message::Text(_)) => {
                 return Err(ProtocolError::ExpectedContinuation)
             }
             (OpCode::Text, Message::None) => {
-                self.message = Message::Text {
-                    buf: BytesMut::new(),
-                    utf8: Utf8Validator::new(),
-                };
+                self.message = Message::Text(None);
                 DataKind::Text
             }
             (OpCode::Binary, Message::None) => {
@@ -276,8 +281,8 @@ impl Decoder {
             }
             _ => unreachable!("control and reserved opcodes were handled above"),
         };
-        if let Message::Text { buf, .. } = &self.message {
-            let total = buf.len() as u64 + h.payload_len;
+        if let Message::Text(text) = &self.message {
+            let total = text.as_ref().map_or(0, |t| t.buf.len()) as u64 + h.payload_len;
             if total > self.max_message_size as u64 {
                 return Err(ProtocolError::MessageTooBig(total));
             }
@@ -287,7 +292,6 @@ impl Decoder {
             message,
             fin: h.fin,
             mask: h.mask,
-            offset: 0,
             remaining: h.payload_len,
         };
         Ok(Some(None))
@@ -299,7 +303,6 @@ impl Decoder {
             message,
             fin,
             mask,
-            offset,
             remaining,
         } = self.position
         else {
@@ -310,9 +313,17 @@ impl Decoder {
             return Ok(None);
         }
         let mut chunk = input.split_to(take);
-        if let Some(key) = mask {
-            apply_mask(&mut chunk, key, offset);
-        }
+        let mask = mask.map(|key| {
+            apply_mask(&mut chunk, key, 0);
+            // The next piece starts `take` bytes further into the payload.
+            let rot = take % 4;
+            [
+                key[rot],
+                key[(rot + 1) % 4],
+                key[(rot + 2) % 4],
+                key[(rot + 3) % 4],
+            ]
+        });
         let remaining = remaining - take as u64;
         let frame_done = remaining == 0;
         self.position = if frame_done {
@@ -322,7 +333,6 @@ impl Decoder {
                 message,
                 fin,
                 mask,
-                offset: offset + take as u64,
                 remaining,
             }
         };
@@ -340,20 +350,36 @@ impl Decoder {
                 }))
             }
             DataKind::Text => {
-                let Message::Text { buf, utf8 } = &mut self.message else {
+                let Message::Text(text) = &mut self.message else {
                     unreachable!("a text frame is only decoded while a text message is open");
                 };
-                utf8.feed(&chunk).map_err(|_| ProtocolError::InvalidUtf8)?;
                 if !message_done {
+                    let TextMessage { buf, utf8 } = &mut **text.get_or_insert_with(|| {
+                        Box::new(TextMessage {
+                            buf: BytesMut::new(),
+                            utf8: Utf8Validator::new(),
+                        })
+                    });
+                    utf8.feed(&chunk).map_err(|_| ProtocolError::InvalidUtf8)?;
                     buf.unsplit(chunk);
                     return Ok(None);
                 }
-                utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
-                let text = if buf.is_empty() {
-                    chunk
-                } else {
-                    buf.unsplit(chunk);
-                    std::mem::take(buf)
+                let text = match text.take() {
+                    Some(mut t) => {
+                        t.utf8
+                            .feed(&chunk)
+                            .map_err(|_| ProtocolError::InvalidUtf8)?;
+                        t.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                        let mut buf = t.buf;
+                        buf.unsplit(chunk);
+                        buf
+                    }
+                    None => {
+                        let mut utf8 = Utf8Validator::new();
+                        utf8.feed(&chunk).map_err(|_| ProtocolError::InvalidUtf8)?;
+                        utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+                        chunk
+                    }
                 };
                 self.message = Message::None;
                 Ok(Some(Decoded::Text(Utf8Bytes::from_validated(
@@ -377,7 +403,7 @@ impl Decoder {
     /// Bytes of an unfinished text message held by the decoder.
     pub fn buffered(&self) -> usize {
         match &self.message {
-            Message::Text { buf, .. } => buf.len(),
+            Message::Text(text) => text.as_ref().map_or(0, |t| t.buf.len()),
             _ => 0,
         }
     }
