@@ -71,26 +71,43 @@ enum Kind {
 }
 
 /// Where the target side is.
-#[derive(Debug, Clone, PartialEq, Eq)]
 enum Stage {
     /// Before the 101.
     Upgrading,
     /// Dynamic mode: waiting for the client's handshake.
     Handshake,
-    /// The runtime resolves the target's name.
-    Resolving,
-    /// Dialling `addrs[next - 1]`.
-    Connecting { addrs: Vec<SocketAddr>, next: usize },
-    /// TLS handshake with the target.
-    TargetTls,
+    /// Resolving, dialling, and (with `tls`) the target's TLS handshake. Boxed: an established session
+    /// keeps only the tag, and the dial's state goes when the relay starts.
+    Dial(Box<Dial>),
     /// Bytes flow.
     Relay,
     /// Nothing more happens towards the target.
     Over,
 }
 
-/// How the session is ending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A dial to the target in progress.
+struct Dial {
+    step: DialStep,
+    protocol: TargetProtocol,
+    /// `--connect-timeout` after the dial started: resolving, connecting and TLS must be done by then.
+    deadline: Instant,
+    /// Client data waiting for the target to connect (at most about `buffer_size` bytes).
+    pending: VecDeque<Bytes>,
+    pending_len: usize,
+}
+
+/// The step a [`Dial`] is at.
+enum DialStep {
+    /// The runtime resolves the target's name.
+    Resolving,
+    /// Dialling `addrs[next - 1]`.
+    Connecting { addrs: Vec<SocketAddr>, next: usize },
+    /// TLS handshake with the target.
+    TargetTls,
+}
+
+/// How the session is ending. The deadlines are boxed: a running session keeps only the tag.
+#[derive(Debug, PartialEq, Eq)]
 enum Ending {
     /// Running.
     No,
@@ -98,28 +115,26 @@ enum Ending {
     /// client's data and its FIN, and its answer is relayed until its EOF or this deadline, then the
     /// reply goes out and the session flushes. The deadline passes only after the close timeout without
     /// progress, so a long answer is not cut off.
-    Draining(QuietDeadline),
+    Draining(Box<QuietDeadline>),
     /// Flushing both legs until they are empty, or until nothing moved for the close timeout.
-    Flushing(QuietDeadline),
+    Flushing(Box<QuietDeadline>),
     /// Done: the runtime closes both sockets.
     Finished,
 }
 
-/// The PROXY header owed to the target (`--send-proxy-protocol`, see the module docs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum SendProxy {
-    /// Not configured, or already written.
-    Off,
-    /// On the tunnel: the source comes from the client's first frame.
-    AwaitingHello,
-    /// Written with this source as soon as the target is connected.
-    Ready(SocketAddr),
+/// The PROXY header owed to the target (`--send-proxy-protocol`, see the module docs). Written, and
+/// dropped, as soon as both addresses are known.
+struct OwedProxy {
+    /// The source it names; `None` on the tunnel until the client's first frame has told.
+    source: Option<SocketAddr>,
+    /// The destination it names: the target address connected to, once connected.
+    target: Option<SocketAddr>,
 }
 
 /// See the module docs.
 pub struct Ws2TcpSession {
     cfg: Arc<Ws2TcpConfig>,
-    id: String,
+    id: Box<str>,
     peer: SocketAddr,
     created: Instant,
     kind: Kind,
@@ -129,19 +144,13 @@ pub struct Ws2TcpSession {
     /// Relay status sent (success or failure): no second one.
     status_sent: bool,
 
-    protocol: TargetProtocol,
-    host: String,
-    port: u16,
-    connect_deadline: Option<Instant>,
+    /// Dynamic mode: the target the client asked for (static modes use the configured one).
+    requested: Option<Box<(String, u16)>>,
     /// Who the tunnel's far client is (from `bridge_hello`).
     tunnel_client: Option<Box<str>>,
-    /// The PROXY header still owed to the target, and the target address it names.
-    send_proxy: SendProxy,
-    target_addr: Option<SocketAddr>,
+    /// The PROXY header still owed to the target (`None`: not configured, or written).
+    proxy: Option<Box<OwedProxy>>,
 
-    /// Client data waiting for the target to connect.
-    pending: VecDeque<Bytes>,
-    pending_len: usize,
     upwire: Wire,
     /// No more bytes go to the target: shut its write side once flushed.
     up_write_closed: bool,
@@ -168,12 +177,12 @@ impl Ws2TcpSession {
         mut entropy: Box<dyn Entropy + Send>,
         now: Instant,
     ) -> Self {
-        let id = new_connection_id(&mut *entropy);
+        let id = new_connection_id(&mut *entropy).into_boxed_str();
         let tls = cfg.server_tls.as_ref().map(|f| f());
         let front = Front::new(tls, &cfg.ws);
-        let (kind, host, port) = match &cfg.target {
-            Some(t) => (Kind::Static, t.host.clone(), t.port),
-            None => (Kind::Dynamic, String::new(), 0),
+        let kind = match &cfg.target {
+            Some(_) => Kind::Static,
+            None => Kind::Dynamic,
         };
         Ws2TcpSession {
             id,
@@ -183,18 +192,14 @@ impl Ws2TcpSession {
             stage: Stage::Upgrading,
             front,
             status_sent: false,
-            protocol: TargetProtocol::Tcp,
-            host,
-            port,
-            connect_deadline: None,
+            requested: None,
             tunnel_client: None,
-            send_proxy: match cfg.send_proxy_protocol {
-                Some(_) => SendProxy::Ready(peer),
-                None => SendProxy::Off,
-            },
-            target_addr: None,
-            pending: VecDeque::new(),
-            pending_len: 0,
+            proxy: cfg.send_proxy_protocol.map(|_| {
+                Box::new(OwedProxy {
+                    source: Some(peer),
+                    target: None,
+                })
+            }),
             upwire: Wire::plain(),
             up_write_closed: false,
             up_eof: false,
@@ -222,7 +227,29 @@ impl Ws2TcpSession {
 
     /// The target the client asked for (or the static one), once known.
     pub fn target(&self) -> Option<(&str, u16)> {
-        (self.port != 0).then_some((self.host.as_str(), self.port))
+        match (&self.cfg.target, &self.requested) {
+            (Some(t), _) => Some((t.host.as_str(), t.port)),
+            (None, Some(r)) => Some((r.0.as_str(), r.1)),
+            (None, None) => None,
+        }
+    }
+
+    /// The dial in progress, if any.
+    fn dial(&self) -> Option<&Dial> {
+        match &self.stage {
+            Stage::Dial(dial) => Some(dial),
+            _ => None,
+        }
+    }
+
+    fn relaying(&self) -> bool {
+        matches!(self.stage, Stage::Relay)
+    }
+
+    /// The target's TLS handshake is running.
+    fn target_tls_handshaking(&self) -> bool {
+        self.dial()
+            .is_some_and(|d| matches!(d.step, DialStep::TargetTls))
     }
 
     fn ws(&mut self) -> Option<&mut WebSocket> {
@@ -241,7 +268,8 @@ impl Ws2TcpSession {
     fn end_with(&mut self, reason: EndReason, now: Instant) {
         self.end.get_or_insert(reason);
         if matches!(self.ending, Ending::No | Ending::Draining(_)) {
-            self.ending = Ending::Flushing(QuietDeadline::new(now, self.cfg.ws.close_timeout));
+            self.ending =
+                Ending::Flushing(Box::new(QuietDeadline::new(now, self.cfg.ws.close_timeout)));
         }
         self.shut_target();
     }
@@ -274,12 +302,10 @@ impl Ws2TcpSession {
                 let _ = ws.send_text(Utf8Bytes::from(status));
             }
         }
-        if !matches!(self.stage, Stage::Relay) {
+        if !self.relaying() {
             // Whatever was dialled is abandoned; client data that waited for it is dropped with it.
             self.stage = Stage::Over;
             self.upwire.discard();
-            self.pending = VecDeque::new();
-            self.pending_len = 0;
         }
         self.close_client(code, &reason, end, now);
     }
@@ -296,7 +322,6 @@ impl Ws2TcpSession {
     fn shut_target(&mut self) {
         if !self.up_write_closed {
             self.up_write_closed = true;
-            self.flush_pending();
             self.upwire.close_notify();
         }
     }
@@ -310,7 +335,7 @@ impl Ws2TcpSession {
 
     fn update_finished(&mut self) {
         if let Ending::Flushing(_) = self.ending {
-            let up_flushed = self.upwire.queued() == 0 || self.stage != Stage::Relay;
+            let up_flushed = self.upwire.queued() == 0 || !self.relaying();
             if self.front.done() && up_flushed {
                 self.ending = Ending::Finished;
             }
@@ -336,11 +361,11 @@ impl Ws2TcpSession {
             Kind::Static | Kind::Tunnel => {
                 if protocol.as_deref() == Some(TUNNEL_PROTOCOL) {
                     self.kind = Kind::Tunnel;
-                    if self.send_proxy != SendProxy::Off {
-                        self.send_proxy = SendProxy::AwaitingHello;
+                    if let Some(proxy) = &mut self.proxy {
+                        proxy.source = None;
                     }
                 }
-                self.start_connect(now);
+                self.start_connect(TargetProtocol::Tcp, now);
             }
         }
     }
@@ -351,22 +376,29 @@ impl Ws2TcpSession {
                 if h.protocol == TargetProtocol::Tls && self.cfg.target_tls.is_none() {
                     return self.refused("the tls protocol is not enabled here".into(), now);
                 }
-                self.protocol = h.protocol;
-                self.host = h.host;
-                self.port = h.port;
-                self.start_connect(now);
+                self.requested = Some(Box::new((h.host, h.port)));
+                self.start_connect(h.protocol, now);
             }
             Err(why) => self.refused(why, now),
         }
     }
 
-    fn start_connect(&mut self, now: Instant) {
-        self.stage = Stage::Resolving;
-        self.connect_deadline = Some(now + self.cfg.connect_timeout);
-        self.actions.push_back(Action::Resolve {
-            host: self.host.clone(),
-            port: self.port,
-        });
+    fn start_connect(&mut self, protocol: TargetProtocol, now: Instant) {
+        let Some((host, port)) = self.target() else {
+            return;
+        };
+        let resolve = Action::Resolve {
+            host: host.to_owned(),
+            port,
+        };
+        self.actions.push_back(resolve);
+        self.stage = Stage::Dial(Box::new(Dial {
+            step: DialStep::Resolving,
+            protocol,
+            deadline: now + self.cfg.connect_timeout,
+            pending: VecDeque::new(),
+            pending_len: 0,
+        }));
     }
 
     /// Client data: to the target when relaying, else held until it is.
@@ -375,29 +407,17 @@ impl Ws2TcpSession {
             return;
         }
         self.last_activity = now;
-        match self.stage {
+        match &mut self.stage {
             Stage::Relay => {
                 self.traffic.down_to_up += data.len() as u64;
                 self.upwire.send(data);
             }
-            Stage::Resolving | Stage::Connecting { .. } | Stage::TargetTls => {
-                self.pending_len += data.len();
-                self.pending.push_back(data);
+            Stage::Dial(dial) => {
+                dial.pending_len += data.len();
+                dial.pending.push_back(data);
             }
             _ => {}
         }
-    }
-
-    fn flush_pending(&mut self) {
-        if self.stage != Stage::Relay {
-            return;
-        }
-        // Taken whole, so the queue's memory goes too.
-        for data in std::mem::take(&mut self.pending) {
-            self.traffic.down_to_up += data.len() as u64;
-            self.upwire.send(data);
-        }
-        self.pending_len = 0;
     }
 
     /// The client sent all it will: the target's write side is shut once its queue is flushed.
@@ -410,7 +430,7 @@ impl Ws2TcpSession {
                     self.close_client(CloseCode::NORMAL, "", EndReason::Normal, now);
                 }
             }
-            Stage::Resolving | Stage::Connecting { .. } | Stage::TargetTls => {
+            Stage::Dial(_) => {
                 // Tunnel `eof` while dialling: applied when the relay starts.
             }
             _ => self.end_with(EndReason::Normal, now),
@@ -419,11 +439,9 @@ impl Ws2TcpSession {
 
     /// Whether the client's next data event has somewhere to go.
     fn room_for_client_data(&self) -> bool {
-        match self.stage {
+        match &self.stage {
             Stage::Relay => self.upwire.queued() < self.cfg.buffer_size,
-            Stage::Resolving | Stage::Connecting { .. } | Stage::TargetTls => {
-                self.pending_len < self.cfg.buffer_size
-            }
+            Stage::Dial(dial) => dial.pending_len < self.cfg.buffer_size,
             _ => true,
         }
     }
@@ -438,19 +456,19 @@ impl Ws2TcpSession {
                 return;
             };
             let Some(event) = ws.poll_event() else { return };
-            if self.send_proxy == SendProxy::AwaitingHello {
+            if self.proxy.as_ref().is_some_and(|p| p.source.is_none()) {
                 self.proxy_source_from(&event);
             }
             match event {
                 Event::Binary { data, .. } => {
-                    if self.stage == Stage::Handshake {
+                    if matches!(self.stage, Stage::Handshake) {
                         return self
                             .refused("expected the handshake as a Text message".into(), now);
                     }
                     self.client_data(data, now);
                 }
                 Event::Text(text) => {
-                    if self.stage == Stage::Handshake {
+                    if matches!(self.stage, Stage::Handshake) {
                         self.on_handshake(text.as_str(), now);
                     } else if self.kind == Kind::Tunnel {
                         self.on_tunnel_control(text.as_str(), now);
@@ -493,15 +511,16 @@ impl Ws2TcpSession {
         self.end.get_or_insert(reason);
         let target_may_answer = match self.stage {
             Stage::Relay => !self.up_eof,
-            Stage::Resolving | Stage::Connecting { .. } | Stage::TargetTls => true,
+            Stage::Dial(_) => true,
             Stage::Upgrading | Stage::Handshake | Stage::Over => false,
         };
         let owed = self.front.ws_ref().is_some_and(|ws| ws.close_reply_owed());
         if owed && target_may_answer && self.ending == Ending::No {
-            if self.stage == Stage::Relay {
+            if self.relaying() {
                 self.shut_target();
             } // else `start_relay` shuts it once the client's data is in (`client_done`)
-            self.ending = Ending::Draining(QuietDeadline::new(now, self.cfg.ws.close_timeout));
+            self.ending =
+                Ending::Draining(Box::new(QuietDeadline::new(now, self.cfg.ws.close_timeout)));
         } else {
             self.reply_to_client(now);
         }
@@ -522,19 +541,26 @@ impl Ws2TcpSession {
             },
             _ => None,
         };
-        self.send_proxy = SendProxy::Ready(hello_client.unwrap_or(self.peer));
+        let peer = self.peer;
+        if let Some(proxy) = &mut self.proxy {
+            proxy.source = Some(hello_client.unwrap_or(peer));
+        }
         self.send_proxy_header();
     }
 
     /// Queues the owed PROXY header, if its source and the target are both known. Called only while
     /// nothing else has been queued for the target (the wire is still plain).
     fn send_proxy_header(&mut self) {
-        if let (SendProxy::Ready(source), Some(target), Some(version)) = (
-            self.send_proxy,
-            self.target_addr,
-            self.cfg.send_proxy_protocol,
-        ) {
-            self.send_proxy = SendProxy::Off;
+        let Some(version) = self.cfg.send_proxy_protocol else {
+            return;
+        };
+        if let Some(OwedProxy {
+            source: Some(source),
+            target: Some(target),
+        }) = self.proxy.as_deref()
+        {
+            let (source, target) = (*source, *target);
+            self.proxy = None;
             let header = crate::proxy::encode(version, source, target);
             self.upwire.out.push_data(header, true);
         }
@@ -571,9 +597,11 @@ impl Ws2TcpSession {
     // ---- the target leg ----
 
     fn start_relay(&mut self, now: Instant) {
-        self.stage = Stage::Relay;
+        let pending = match std::mem::replace(&mut self.stage, Stage::Relay) {
+            Stage::Dial(dial) => dial.pending,
+            _ => VecDeque::new(),
+        };
         self.established = Some(now);
-        self.connect_deadline = None;
         self.last_activity = now;
         if self.kind == Kind::Dynamic {
             self.status_sent = true;
@@ -581,14 +609,17 @@ impl Ws2TcpSession {
                 let _ = ws.send_text(Utf8Bytes::from(protocol::success()));
             }
         }
-        self.flush_pending();
+        for data in pending {
+            self.traffic.down_to_up += data.len() as u64;
+            self.upwire.send(data);
+        }
         if self.client_done {
             self.shut_target();
         }
     }
 
     fn on_target_bytes(&mut self, data: BytesMut, now: Instant) {
-        let handshaking = self.stage == Stage::TargetTls;
+        let handshaking = self.target_tls_handshaking();
         let plain = match self.upwire.receive(data) {
             Ok(p) => p,
             Err(e) if handshaking => {
@@ -611,7 +642,7 @@ impl Ws2TcpSession {
             self.start_relay(now);
         }
         let Some(plain) = plain else { return };
-        if self.stage != Stage::Relay || plain.is_empty() {
+        if !self.relaying() || plain.is_empty() {
             return;
         }
         self.last_activity = now;
@@ -641,11 +672,12 @@ impl Ws2TcpSession {
                     ),
                 }
             }
-            Stage::TargetTls => self.upstream_failed(
-                CloseCode::BAD_GATEWAY,
-                "the target closed the connection during the TLS handshake".into(),
-                now,
-            ),
+            Stage::Dial(ref dial) if matches!(dial.step, DialStep::TargetTls) => self
+                .upstream_failed(
+                    CloseCode::BAD_GATEWAY,
+                    "the target closed the connection during the TLS handshake".into(),
+                    now,
+                ),
             _ => {}
         }
     }
@@ -732,7 +764,7 @@ impl Session for Ws2TcpSession {
             Leg::Up => {
                 self.upwire.discard();
                 self.up_eof = true;
-                if self.stage == Stage::Relay {
+                if self.relaying() {
                     self.stage = Stage::Over;
                     self.close_client(
                         CloseCode::INTERNAL,
@@ -749,13 +781,16 @@ impl Session for Ws2TcpSession {
     }
 
     fn handle_resolved(&mut self, result: Result<Vec<SocketAddr>, String>, now: Instant) {
-        if self.stage != Stage::Resolving || !self.target_wanted() {
+        let resolving = self
+            .dial()
+            .is_some_and(|d| matches!(d.step, DialStep::Resolving));
+        let Some((host, port)) = self.target().filter(|_| resolving && self.target_wanted()) else {
             return;
-        }
-        let target = if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
+        };
+        let target = if host.contains(':') {
+            format!("[{host}]:{port}")
         } else {
-            format!("{}:{}", self.host, self.port)
+            format!("{host}:{port}")
         };
         match result {
             Ok(mut addrs) if !addrs.is_empty() => {
@@ -776,7 +811,9 @@ impl Session for Ws2TcpSession {
                     }
                 }
                 self.actions.push_back(Action::Connect(addrs[0]));
-                self.stage = Stage::Connecting { addrs, next: 1 };
+                if let Stage::Dial(dial) = &mut self.stage {
+                    dial.step = DialStep::Connecting { addrs, next: 1 };
+                }
             }
             Ok(_) => self.upstream_failed(
                 CloseCode::INTERNAL,
@@ -793,29 +830,40 @@ impl Session for Ws2TcpSession {
     }
 
     fn handle_connected(&mut self, now: Instant) {
-        let Stage::Connecting { addrs, next } = &self.stage else {
+        let Some(Dial {
+            step: DialStep::Connecting { addrs, next },
+            protocol,
+            ..
+        }) = self.dial()
+        else {
             return;
         };
         if !self.target_wanted() {
             return;
         }
+        let (target, protocol) = (addrs.get(next.wrapping_sub(1)).copied(), *protocol);
         // The PROXY header (if owed and its source is known) goes first, in plain, before TLS.
-        self.target_addr = addrs.get(next.wrapping_sub(1)).copied();
+        if let Some(proxy) = &mut self.proxy {
+            proxy.target = target;
+        }
         self.send_proxy_header();
-        if self.protocol == TargetProtocol::Tls {
-            let tls = self.cfg.target_tls.as_ref().map(|f| f(&self.host));
+        if protocol == TargetProtocol::Tls {
+            let host = self.target().map_or("", |(host, _)| host);
+            let tls = self.cfg.target_tls.as_ref().map(|f| f(host));
             match tls {
                 Some(Ok(tls)) => {
                     // Like `Wire::with_tls`, keeping what is queued (the PROXY header).
                     self.upwire.set_tls(tls);
                     self.upwire.flush();
-                    self.stage = Stage::TargetTls;
+                    if let Stage::Dial(dial) = &mut self.stage {
+                        dial.step = DialStep::TargetTls;
+                    }
                 }
-                Some(Err(e)) => self.upstream_failed(
-                    CloseCode::BAD_GATEWAY,
-                    format!("TLS to {}: {e}", self.host),
-                    now,
-                ),
+                Some(Err(e)) => {
+                    let host = self.target().map_or("", |(host, _)| host);
+                    let why = format!("TLS to {host}: {e}");
+                    self.upstream_failed(CloseCode::BAD_GATEWAY, why, now)
+                }
                 None => self.refused("the tls protocol is not enabled here".into(), now),
             }
         } else {
@@ -825,7 +873,10 @@ impl Session for Ws2TcpSession {
     }
 
     fn handle_connect_failed(&mut self, error: std::io::ErrorKind, now: Instant) {
-        let Stage::Connecting { addrs, next } = &mut self.stage else {
+        let Stage::Dial(dial) = &mut self.stage else {
+            return;
+        };
+        let DialStep::Connecting { addrs, next } = &mut dial.step else {
             return;
         };
         if let Some(addr) = addrs.get(*next).copied() {
@@ -871,9 +922,7 @@ impl Session for Ws2TcpSession {
                     let why = "no handshake before the timeout".to_owned();
                     self.fail(CloseCode::POLICY, why, EndReason::Timeout("handshake"), now);
                 }
-                Stage::Resolving | Stage::Connecting { .. } | Stage::TargetTls
-                    if self.connect_deadline.is_some_and(|d| now >= d) =>
-                {
+                Stage::Dial(ref dial) if now >= dial.deadline => {
                     let why = format!(
                         "connect timeout: no connection to the target within {:?}",
                         self.cfg.connect_timeout
@@ -900,7 +949,7 @@ impl Session for Ws2TcpSession {
                 }
             }
         }
-        if self.ending == Ending::No && self.stage == Stage::Relay {
+        if self.ending == Ending::No && self.relaying() {
             if let Some(idle) = self.cfg.idle_timeout {
                 if now >= self.last_activity + idle {
                     self.close_client(
@@ -954,20 +1003,20 @@ impl Session for Ws2TcpSession {
 
     fn poll_timeout(&self) -> Option<Instant> {
         let mut t = Earliest::default();
-        match self.ending {
+        match &self.ending {
             Ending::Finished => return None,
             Ending::Flushing(wait) => t.consider(Some(wait.deadline())),
             Ending::Draining(wait) => {
                 t.consider(Some(wait.deadline()));
-                t.consider(self.connect_deadline);
+                t.consider(self.dial().map(|d| d.deadline));
             }
             Ending::No => {
                 if matches!(self.stage, Stage::Upgrading | Stage::Handshake) {
                     t.consider(Some(self.created + self.cfg.handshake_timeout));
                 }
-                t.consider(self.connect_deadline);
+                t.consider(self.dial().map(|d| d.deadline));
                 t.consider(self.cfg.max_lifetime.map(|l| self.created + l));
-                if self.stage == Stage::Relay {
+                if self.relaying() {
                     t.consider(self.cfg.idle_timeout.map(|i| self.last_activity + i));
                 }
                 t.consider(self.heartbeat.deadline());
@@ -985,8 +1034,10 @@ impl Session for Ws2TcpSession {
         }
         match leg {
             Leg::Down => self.front.wants_read(),
-            Leg::Up => match self.stage {
-                Stage::TargetTls => self.upwire.wants_read(),
+            Leg::Up => match &self.stage {
+                Stage::Dial(dial) if matches!(dial.step, DialStep::TargetTls) => {
+                    self.upwire.wants_read()
+                }
                 Stage::Relay => {
                     !self.up_eof
                         && self.front.ws_ref().is_some_and(|ws| ws.can_send())
@@ -1135,5 +1186,17 @@ impl crate::session::SessionFactory for Ws2TcpFactory {
 
     fn mode(&self) -> &'static str {
         "ws2tcp"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Issue #10: an idle tunnel costs about 2 KiB per process. What only matters while the session is
+    /// set up (the dial, the PROXY header) or ends (the close deadlines) is boxed and dropped, so the
+    /// established session stays this small.
+    #[test]
+    fn an_established_session_is_small() {
+        let size = std::mem::size_of::<super::Ws2TcpSession>();
+        assert!(size <= 520, "Ws2TcpSession is {size} bytes");
     }
 }
