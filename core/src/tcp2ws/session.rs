@@ -36,14 +36,20 @@ enum Up {
     Waiting,
     /// The runtime resolves the backend's name.
     Resolving,
-    /// Dialling `addrs[next - 1]`.
-    Connecting { addrs: Vec<SocketAddr>, next: usize },
+    /// Dialling (boxed, like [`Up::Upgrading`]).
+    Connecting(Box<Dialling>),
     /// Upgrade request sent; reading the 101 (boxed: the established session keeps only [`Up::Open`]).
     Upgrading(Box<Upgrade>),
     /// The WebSocket is open (or closing).
     Open(Box<WebSocket>),
     /// Nothing more happens on the backend leg.
     Gone,
+}
+
+/// The backend's addresses being dialled: `addrs[next - 1]` now.
+struct Dialling {
+    addrs: Vec<SocketAddr>,
+    next: usize,
 }
 
 /// The backend's upgrade in progress.
@@ -63,13 +69,13 @@ enum ClientTls {
     Up,
 }
 
-/// How the session is ending.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How the session is ending. The deadlines are boxed: a running session keeps only the tag.
+#[derive(Debug, PartialEq, Eq)]
 enum Ending {
     /// Running.
     No,
     /// Flushing both legs until they are empty, or until nothing moved for the close timeout.
-    Flushing(QuietDeadline),
+    Flushing(Box<QuietDeadline>),
     /// Done: the runtime closes both sockets.
     Finished,
 }
@@ -78,19 +84,20 @@ enum Ending {
 pub struct Tcp2WsSession {
     cfg: Arc<Tcp2WsConfig>,
     /// The session's id, also in logs.
-    id: String,
+    id: Box<str>,
     client: SocketAddr,
     /// TLS was up on the client connection before the backend was dialled (implicit TLS)…
     implicit_tls: bool,
-    /// … and the server name the client asked for in its ClientHello.
-    sni: Option<String>,
+    /// … and the server name the client asked for in its ClientHello, until `bridge_hello` has told.
+    sni: Option<Box<str>>,
     created: Instant,
     entropy: Option<Box<dyn Entropy + Send>>,
 
     down: Wire,
     client_tls: ClientTls,
-    /// Client plaintext not yet sent to the backend (before the WebSocket is open).
-    pending: BytesMut,
+    /// Client plaintext not yet sent to the backend (before the WebSocket is open); never empty when
+    /// present. Boxed: an established session keeps only a null pointer.
+    pending: Option<Box<BytesMut>>,
     client_eof: bool,
     /// No more bytes go to the client: shut its write side once flushed.
     down_write_closed: bool,
@@ -119,7 +126,7 @@ impl Tcp2WsSession {
         mut entropy: Box<dyn Entropy + Send>,
         now: Instant,
     ) -> Self {
-        let connection_id = crate::session::new_connection_id(&mut *entropy);
+        let connection_id = crate::session::new_connection_id(&mut *entropy).into_boxed_str();
         let implicit = cfg.listener_tls == ListenerTls::Implicit;
         let mut down = Wire::plain();
         let (up, client_tls) = match (implicit, &cfg.server_tls) {
@@ -138,7 +145,7 @@ impl Tcp2WsSession {
             entropy: Some(entropy),
             down,
             client_tls,
-            pending: BytesMut::new(),
+            pending: None,
             client_eof: false,
             down_write_closed: false,
             up,
@@ -189,7 +196,8 @@ impl Tcp2WsSession {
             self.end = Some(reason);
         }
         if self.ending == Ending::No {
-            self.ending = Ending::Flushing(QuietDeadline::new(now, self.cfg.ws.close_timeout));
+            self.ending =
+                Ending::Flushing(Box::new(QuietDeadline::new(now, self.cfg.ws.close_timeout)));
         }
         self.down_write_closed = true;
     }
@@ -306,7 +314,7 @@ impl Tcp2WsSession {
             }
         } else {
             self.implicit_tls = true;
-            self.sni = sni;
+            self.sni = sni.map(String::into_boxed_str);
             self.resolve();
         }
         let _ = now;
@@ -322,7 +330,10 @@ impl Tcp2WsSession {
                 self.traffic.down_to_up += data.len() as u64;
                 let _ = ws.send_binary(data.freeze(), true);
             }
-            _ => self.pending.unsplit(data),
+            _ => match &mut self.pending {
+                Some(pending) => pending.unsplit(data),
+                None => self.pending = Some(Box::new(data)),
+            },
         }
     }
 
@@ -393,16 +404,16 @@ impl Tcp2WsSession {
     /// The WebSocket is open: `bridge_hello` first, then whatever the client already sent.
     fn open(&mut self, now: Instant) {
         let hello = control::bridge_hello(&ClientFacts {
-            connection_id: self.id.clone(),
+            connection_id: self.id.to_string(),
             client: self.client,
             listener: self.cfg.listen.clone(),
             tls: self.implicit_tls,
-            sni: self.sni.clone(),
+            sni: self.sni.take().map(String::from),
         });
-        let pending = std::mem::take(&mut self.pending);
+        let pending = self.pending.take();
         let Some(ws) = self.ws() else { return };
         let _ = ws.send_text(Utf8Bytes::from(hello));
-        if !pending.is_empty() {
+        if let Some(pending) = pending {
             let n = pending.len() as u64;
             let _ = ws.send_binary(pending.freeze(), true);
             self.traffic.down_to_up += n;
@@ -514,7 +525,7 @@ impl Tcp2WsSession {
         if let Some(reply) = reply {
             self.down.send(Bytes::from(reply));
         }
-        self.pending.clear();
+        self.pending = None;
         self.down.set_tls(factory());
         self.client_tls = ClientTls::Handshaking { starttls: true };
     }
@@ -591,7 +602,7 @@ impl Session for Tcp2WsSession {
         match result {
             Ok(addrs) if !addrs.is_empty() => {
                 self.actions.push_back(Action::Connect(addrs[0]));
-                self.up = Up::Connecting { addrs, next: 1 };
+                self.up = Up::Connecting(Box::new(Dialling { addrs, next: 1 }));
             }
             Ok(_) => self.backend_failed(
                 format!("{} resolved to no address", self.cfg.backend.host),
@@ -606,7 +617,7 @@ impl Session for Tcp2WsSession {
     }
 
     fn handle_connected(&mut self, now: Instant) {
-        if !matches!(self.up, Up::Connecting { .. }) {
+        if !matches!(self.up, Up::Connecting(_)) {
             return;
         }
         let b = &self.cfg.backend;
@@ -620,11 +631,11 @@ impl Session for Tcp2WsSession {
                 "X-Forwarded-Proto".to_owned(),
                 if self.implicit_tls { "tls" } else { "tcp" }.to_owned(),
             ),
-            ("X-Wsbridge-Connection-Id".to_owned(), self.id.clone()),
+            ("X-Wsbridge-Connection-Id".to_owned(), self.id.to_string()),
             ("X-Wsbridge-Listener".to_owned(), self.cfg.listen.clone()),
         ];
         if let Some(sni) = &self.sni {
-            headers.push(("X-Wsbridge-Sni".to_owned(), sni.clone()));
+            headers.push(("X-Wsbridge-Sni".to_owned(), sni.to_string()));
         }
         headers.extend(self.cfg.backend_headers.iter().cloned());
         let mut protocols = vec![TUNNEL_PROTOCOL.to_owned()];
@@ -663,9 +674,10 @@ impl Session for Tcp2WsSession {
     }
 
     fn handle_connect_failed(&mut self, error: std::io::ErrorKind, now: Instant) {
-        let Up::Connecting { addrs, next } = &mut self.up else {
+        let Up::Connecting(dialling) = &mut self.up else {
             return;
         };
+        let Dialling { addrs, next } = &mut **dialling;
         if let Some(addr) = addrs.get(*next).copied() {
             *next += 1;
             self.actions.push_back(Action::Connect(addr));
@@ -768,7 +780,7 @@ impl Session for Tcp2WsSession {
 
     fn poll_timeout(&self) -> Option<Instant> {
         let mut t = Earliest::default();
-        match self.ending {
+        match &self.ending {
             Ending::Finished => return None,
             Ending::Flushing(wait) => t.consider(Some(wait.deadline())),
             Ending::No => {
@@ -798,9 +810,10 @@ impl Session for Tcp2WsSession {
                 if self.client_eof || self.ending != Ending::No {
                     return false;
                 }
+                let pending = self.pending.as_ref().map_or(0, |p| p.len());
                 let queued = match &self.up {
-                    Up::Open(ws) => ws.buffered_amount() + self.pending.len(),
-                    _ => self.pending.len(),
+                    Up::Open(ws) => ws.buffered_amount() + pending,
+                    _ => pending,
                 };
                 queued < self.cfg.buffer_size && self.down.tls().is_none_or(|t| t.wants_read())
             }
@@ -903,5 +916,17 @@ impl crate::session::SessionFactory for Tcp2WsFactory {
 
     fn mode(&self) -> &'static str {
         "tcp2ws"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Issue #10: an idle tunnel costs about 2 KiB per process. What only matters while the session is
+    /// set up (the dial, the upgrade, early client data) or ends (the close deadline) is boxed and
+    /// dropped, so the established session stays this small.
+    #[test]
+    fn an_established_session_is_small() {
+        let size = std::mem::size_of::<super::Tcp2WsSession>();
+        assert!(size <= 520, "Tcp2WsSession is {size} bytes");
     }
 }
