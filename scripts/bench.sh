@@ -257,14 +257,19 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 RESULTS="$WORK/results"
 : >"$RESULTS"
 
-for sys in "${BULK_SYSTEMS[@]}"; do
-  start_system "$sys"
-  for mode in one both; do
-    say "bulk $mode $sys ($REPS x $BYTES bytes)"
-    measure "$sys" "bulk_$mode" "$R/examples/bench_bulk" --system "$sys" --mode "$mode" --bytes "$BYTES" \
-      --reps "$REPS" --target-listen "$TARGET" --connect "$ENTRY" --pids "$PIDS" --clk-tck "$CLK" --timeout 120
+# Round-robin: repetition r of every system before repetition r+1 of any, each on fresh processes, so a
+# drift of the machine's speed during the run (this VM's direct rate moved 20% between two full runs)
+# shifts every system alike instead of favouring whichever ran in the fast minute.
+for rep in $(seq "$REPS"); do
+  for sys in "${BULK_SYSTEMS[@]}"; do
+    start_system "$sys"
+    for mode in one both; do
+      say "bulk $mode $sys (repetition $rep of $REPS, $BYTES bytes)"
+      measure "$sys" "bulk_$mode" "$R/examples/bench_bulk" --system "$sys" --mode "$mode" --bytes "$BYTES" \
+        --reps 1 --target-listen "$TARGET" --connect "$ENTRY" --pids "$PIDS" --clk-tck "$CLK" --timeout 120
+    done
+    stop_system
   done
-  stop_system
 done
 
 for pinned in yes no; do
@@ -358,14 +363,14 @@ say "done"
 python3 - "$RESULTS" "$quick" "$BYTES" "$REPS" "$CONNS" "$LOAD_BEFORE" "$(( $(date +%s) - t0 ))" <<'PY'
 import sys, subprocess
 path, quick, nbytes, reps, conns, load_before, secs = sys.argv[1:]
-bulk, idle, latency, churn, failed, capacity = {}, {}, {}, {}, {}, {}
+bulk_reps, idle, latency, churn, failed, capacity = {}, {}, {}, {}, {}, {}
 for line in open(path):
     f = line.split()
     if not f or f[0] not in ("bulk", "idle", "latency", "churn", "failed", "capacity"):
         continue
     kv = dict(x.split("=", 1) for x in f[1:])
     if f[0] == "bulk":
-        bulk[(kv["system"], kv["mode"])] = kv
+        bulk_reps.setdefault((kv["system"], kv["mode"]), []).append(kv)
     elif f[0] == "idle":
         idle[(kv["system"], int(kv["conns"]))] = kv
     elif f[0] == "capacity":
@@ -376,6 +381,26 @@ for line in open(path):
         churn[(kv["system"], kv["load"])] = kv
     else:
         failed[(kv["system"], kv["scenario"])] = kv["why"].replace("_", " ")
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+# Each repetition is a line of its own (round-robin over the systems): the table has the medians, and
+# the most any repetition saw of other processes' CPU. A peer's failed repetition is its failure only
+# if none succeeded.
+bulk = {}
+for key, runs in bulk_reps.items():
+    kv = dict(runs[0])
+    kv["mibs"] = f"{median([float(r['mibs']) for r in runs]):.0f}"
+    if kv["cpu_s_per_gib"] != "-":
+        kv["cpu_s_per_gib"] = f"{median([float(r['cpu_s_per_gib']) for r in runs]):.3f}"
+        parts = zip(*[[float(p) for p in r["cpu_by_pid"].split("/")] for r in runs])
+        kv["cpu_by_pid"] = "/".join(f"{median(list(p)):.3f}" for p in parts)
+    kv["others_cpu_pct"] = f"{max(float(r['others_cpu_pct']) for r in runs):.1f}"
+    bulk[key] = kv
+for s_, scen in list(failed):
+    if scen.startswith("bulk_") and (s_, scen[len("bulk_"):]) in bulk:
+        del failed[(s_, scen)]
 ALL = ("direct", "socat", "socat-b256k", "wsbridge-mio", "wsbridge-smol", "websocat", "websocat-websockify")
 def failure(sys_, scenario):
     why = failed.get((sys_, scenario))
@@ -393,10 +418,10 @@ print(f"`scripts/bench.sh{' --quick' if quick == '1' else ''}`: {cmd('nproc')} C
       f"{cmd('rustc', '--version')}, {cmd('socat', '-V', grep='socat version').split(' on ')[0]}"
       f"; load average {load_before} before the run; {secs} s in all.")
 print()
-print(f"Bulk: {mib} MiB over one connection, median of {reps} runs; both ways = {mib} MiB each way at once, "
+print(f"Bulk: {mib} MiB over one connection, median of {reps} runs, each on fresh processes, taken round-robin over the systems; both ways = {mib} MiB each way at once, "
       "MiB/s of both directions together. CPU = utime+stime of the relay processes per GiB moved "
       "(entry + exit process). Every byte counted and checksummed at the receiver. Others' CPU = share of the "
-      "2 CPUs that processes other than the load generator and the relays used meanwhile (one way / both ways).")
+      "2 CPUs that processes other than the load generator and the relays used meanwhile, the most of any run (one way / both ways).")
 print()
 print("| system | one way MiB/s | vs direct | relay CPU s/GiB | both ways MiB/s | vs direct | relay CPU s/GiB | others' CPU % |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|")
