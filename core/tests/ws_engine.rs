@@ -113,7 +113,7 @@ fn raw_frame(fin: bool, rsv: u8, opcode: u8, mask: Option<[u8; 4]>, payload: &[u
     let mut v = head[..n].to_vec();
     let mut p = payload.to_vec();
     if let Some(k) = mask {
-        apply_mask(&mut p, k, 0);
+        apply_mask(&mut p, k);
     }
     v.extend_from_slice(&p);
     v

@@ -515,7 +515,7 @@ impl WebSocket {
         if inline {
             self.arena.put_slice(payload);
             if let Some(key) = mask {
-                apply_mask(&mut self.arena[n..], key, 0);
+                apply_mask(&mut self.arena[n..], key);
             }
         }
         (self.arena.split().freeze(), mask)
@@ -541,7 +541,7 @@ impl WebSocket {
                 let mut owned = payload
                     .try_into_mut()
                     .unwrap_or_else(|shared| BytesMut::from(&shared[..]));
-                apply_mask(&mut owned, key, 0);
+                apply_mask(&mut owned, key);
                 owned.freeze()
             }
         };
@@ -567,7 +567,7 @@ mod tests {
         // A masked Binary frame "hi" read in a buffer of its own, as a runtime hands over small reads.
         let key = [1, 2, 3, 4];
         let mut frame = BytesMut::from(&[0x82, 0x82, 1, 2, 3, 4, b'h', b'i'][..]);
-        apply_mask(&mut frame[6..], key, 0);
+        apply_mask(&mut frame[6..], key);
         ws.handle_input(frame);
         assert!(matches!(ws.poll_event(), Some(Event::Binary { .. })));
         assert_eq!(ws.poll_event(), None);

@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::close::{BadClose, CloseCode, CloseFrame};
 use super::frame::{FrameHeader, HeaderError, OpCode, MAX_CONTROL_PAYLOAD};
-use super::mask::apply_mask;
+use super::mask::{apply_mask, rotate};
 use super::utf8::Utf8Validator;
 use crate::ws::text::Utf8Bytes;
 
@@ -253,7 +253,7 @@ impl Decoder {
             let _ = input.split_to(header_len);
             let mut payload = input.split_to(h.payload_len as usize);
             if let Some(key) = h.mask {
-                apply_mask(&mut payload, key, 0);
+                apply_mask(&mut payload, key);
             }
             return self
                 .control(h.opcode, payload.freeze())
@@ -314,15 +314,9 @@ impl Decoder {
         }
         let mut chunk = input.split_to(take);
         let mask = mask.map(|key| {
-            apply_mask(&mut chunk, key, 0);
+            apply_mask(&mut chunk, key);
             // The next piece starts `take` bytes further into the payload.
-            let rot = take % 4;
-            [
-                key[rot],
-                key[(rot + 1) % 4],
-                key[(rot + 2) % 4],
-                key[(rot + 3) % 4],
-            ]
+            rotate(key, take as u64)
         });
         let remaining = remaining - take as u64;
         let frame_done = remaining == 0;
