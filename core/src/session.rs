@@ -279,17 +279,19 @@ pub const SMALL_READ: usize = 4 << 10;
 
 /// Hands what a runtime read into its reused read buffer `buf` to a session, leaving `buf` empty.
 ///
-/// A large read is split off without a copy (the payload travels on as views of it). A small one is
-/// copied into a buffer of its own: a view of a few bytes that a session keeps (a partial frame, a
-/// pending request, a handshake leftover) would otherwise keep the whole read allocation alive, which
-/// is what an idle connection would then cost.
+/// A small read is copied into a buffer of its own and `buf` keeps its allocation for the next read: a
+/// view of a few bytes that a session keeps (a partial frame, a pending request, a handshake leftover)
+/// would otherwise keep the whole read allocation alive, which is what an idle connection would then
+/// cost. A large read leaves with the whole allocation, no copy (the payload travels on as views of
+/// it), and `buf` is left with none: keeping the allocation's unread tail as room for the next read
+/// would keep it alive after the session dropped its bytes.
 pub fn take_read(buf: &mut BytesMut) -> BytesMut {
     if buf.len() < SMALL_READ {
         let small = BytesMut::from(&buf[..]);
         buf.clear();
         small
     } else {
-        buf.split()
+        std::mem::take(buf)
     }
 }
 

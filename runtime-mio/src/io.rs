@@ -45,8 +45,8 @@ pub enum ReadOutcome {
 /// Reads from a non-blocking `sock` until it would block, reaches end of stream, fails, or `budget`
 /// bytes were read (never more; a `budget` of 0 counts as 1).
 ///
-/// `buf` is scratch space reused across calls: its spare capacity is read into, and the filled part is
-/// split off and returned, so the allocation is shared with the returned bytes until they are dropped.
+/// `buf` is scratch space reused across calls, read into and handed over by
+/// [`take_read`]: a small read is copied out and `buf` keeps its allocation, a large one takes it along.
 /// Bytes `buf` already held on entry are returned in front of the new ones.
 ///
 /// Data comes first: if bytes were read before a `WouldBlock`, end of stream or error, this call returns

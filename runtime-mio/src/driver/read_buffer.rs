@@ -2,21 +2,17 @@
 //!
 //! [`ReadBuffer::recv`] reads into the spare capacity of one allocation (the kernel writes the bytes,
 //! so nothing is cleared beforehand: at 256 KiB per read, a `memset` was 2–5% of a relay's CPU), then
-//! [`ReadBuffer::take`] hands them to a session by [`take_read`]'s rule: a small read is copied out and
-//! the allocation stays for the next read; a large one leaves with the whole allocation (the payload
-//! travels on as views of it, no copy) and the next read gets a fresh one. Keeping the unread tail of a
-//! handed-over allocation as the next read's room would keep it alive after the session dropped its
-//! bytes, so a loop keeps one allocation of at most the largest read asked for, and only while it is
-//! not handed over.
-//!
-//! [`take_read`]: wsbridge_core::session::take_read
+//! [`ReadBuffer::take`] hands them to a session with [`take_read`]: a small read is copied out and the
+//! allocation stays for the next read; a large one leaves with the whole allocation and the next read
+//! gets a fresh one. So a loop keeps one allocation of at most the largest read asked for, and only
+//! while it is not handed over.
 
 use std::io;
 
 use bytes::BytesMut;
 use mio::net::TcpStream;
 use socket2::SockRef;
-use wsbridge_core::session::SMALL_READ;
+use wsbridge_core::session::take_read;
 
 #[derive(Debug, Default)]
 pub(crate) struct ReadBuffer {
@@ -46,13 +42,7 @@ impl ReadBuffer {
 
     /// The bytes of the last [`ReadBuffer::recv`], as the session's own.
     pub(crate) fn take(&mut self) -> BytesMut {
-        if self.buf.len() < SMALL_READ {
-            let small = BytesMut::from(&self.buf[..]);
-            self.buf.clear();
-            small
-        } else {
-            std::mem::take(&mut self.buf)
-        }
+        take_read(&mut self.buf)
     }
 }
 
@@ -61,6 +51,7 @@ mod tests {
     use super::*;
     use std::io::Write;
     use std::net::TcpListener;
+    use wsbridge_core::session::SMALL_READ;
 
     /// A connected pair: the std end writes, the mio end is read through the buffer.
     fn pair() -> (std::net::TcpStream, TcpStream) {
